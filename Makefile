@@ -1,0 +1,51 @@
+# One command to set up and run the main job, one to set up and run the tests.
+# Both create (or reuse) a local virtual environment in $(VENV).
+#
+# torch: reused if the base Python already has one (a GPU build stays a GPU build);
+# otherwise the CUDA build on machines with nvidia-smi, and the CPU build
+# $(TORCH_CPU) everywhere else (on the project's machines that pin is the CPU wheel).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_CPU ?= torch==2.13.0
+STAMP := $(VENV)/.hf-faithful-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-slow lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	    echo "reusing the base Python's torch"; $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; \
+	fi
+	$(PY) -m pip install -q --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "torch $$($(PY) -c 'import torch; print(torch.__version__)') already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
+	else $(PY) -m pip install -q $(TORCH_CPU); fi
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/hf-faithful evaluate
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,66 @@
+"""hf-faithful: faithful visual thinking and backprop-free structural pruning for the HF stack.
+
+The public API is re-exported here lazily, so ``import hf_faithful`` stays cheap and
+the CLI does not import TRL or gradio unless a command needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # reference model and evaluation
+    "REFERENCE_MODEL_DIR": "hf_faithful.reference",
+    "load_reference_model": "hf_faithful.reference",
+    "perplexity": "hf_faithful.evaluation.perplexity",
+    "evaluate_with_lm_eval": "hf_faithful.evaluation.harness",
+    # pruning
+    "PruningConfig": "hf_faithful.pruning.config",
+    "PolicyGradientPruner": "hf_faithful.pruning.pruner",
+    "PrunedLlamaConfig": "hf_faithful.pruning.modeling_pruned",
+    "PrunedLlamaForCausalLM": "hf_faithful.pruning.modeling_pruned",
+    # multimodal chains of thought
+    "Trace": "hf_faithful.mcot.trace",
+    "Step": "hf_faithful.mcot.trace",
+    "Box": "hf_faithful.mcot.zoom",
+    "BoxRules": "hf_faithful.mcot.zoom",
+    "zoom_in": "hf_faithful.mcot.zoom",
+    # faithfulness measurement
+    "FaithfulnessEvaluator": "hf_faithful.faithfulness.evaluator",
+    # SCCM training
+    "SCCMConfig": "hf_faithful.sccm.config",
+    "SCCMRewardTrainer": "hf_faithful.sccm.trainer",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_faithful' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from hf_faithful.evaluation.harness import evaluate_with_lm_eval
+    from hf_faithful.evaluation.perplexity import perplexity
+    from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator
+    from hf_faithful.mcot.trace import Step, Trace
+    from hf_faithful.mcot.zoom import Box, BoxRules, zoom_in
+    from hf_faithful.pruning.config import PruningConfig
+    from hf_faithful.pruning.modeling_pruned import PrunedLlamaConfig, PrunedLlamaForCausalLM
+    from hf_faithful.pruning.pruner import PolicyGradientPruner
+    from hf_faithful.reference import REFERENCE_MODEL_DIR, load_reference_model
+    from hf_faithful.sccm.config import SCCMConfig
+    from hf_faithful.sccm.trainer import SCCMRewardTrainer

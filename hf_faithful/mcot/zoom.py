@@ -1,0 +1,175 @@
+"""The zoom-in tool of "thinking with images" models: validate a box, crop the original image.
+
+Validation follows DeepEyes' ``image_zoom_in_tool``: the box is clamped to the image, then
+rejected when inverted or empty, when a side is not longer than ``min_side`` pixels
+(DeepEyes asserts ``min(height, width) > 30``), or when its aspect ratio exceeds
+``max_aspect_ratio``. Qwen2.5-VL emits absolute pixel coordinates,
+Qwen3-VL coordinates normalized to 0..1000; ``BoxRules.coords`` says which.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from PIL import Image
+
+__all__ = ["Box", "BoxRules", "InvalidBoxError", "normalize_box", "zoom_in"]
+
+
+class InvalidBoxError(ValueError):
+    """A bounding box the zoom-in tool refuses; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class BoxRules:
+    """How boxes are read and which ones are refused.
+
+    Args:
+        coords: ``"absolute"`` pixels (Qwen2.5-VL) or ``"normalized_1000"`` (Qwen3-VL).
+        min_side: every side must be longer than this many pixels after clamping
+            (DeepEyes: 30, i.e. a 30-px side is refused, a 31-px side accepted).
+        max_aspect_ratio: longest side over shortest side (DeepEyes: 100).
+        clamp: clip the box to the image first (DeepEyes does); if False a box reaching
+            outside the image is refused.
+    """
+
+    coords: Literal["absolute", "normalized_1000"] = "absolute"
+    min_side: int = 30
+    max_aspect_ratio: float = 100.0
+    clamp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.coords not in ("absolute", "normalized_1000"):
+            raise ValueError(
+                f"BoxRules.coords must be 'absolute' or 'normalized_1000', got {self.coords!r}"
+            )
+        if self.min_side < 0:
+            raise ValueError(f"BoxRules.min_side must be >= 0, got {self.min_side}")
+        if not self.max_aspect_ratio >= 1:
+            raise ValueError(f"BoxRules.max_aspect_ratio must be >= 1, got {self.max_aspect_ratio}")
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box ``(x1, y1, x2, y2)``, left/top inclusive, right/bottom exclusive."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    def to_list(self) -> list[float]:
+        return [self.x1, self.y1, self.x2, self.y2]
+
+    @classmethod
+    def from_any(cls, value: Any) -> Box:
+        """Read a box from a ``Box``, 4 numbers, or a mapping with ``bbox_2d`` or x1..y2 keys.
+
+        Only the shape and the numbers are checked here (length, numeric, finite);
+        ``normalize_box`` checks the geometry against an image.
+        """
+        if isinstance(value, Box):
+            return value
+        if isinstance(value, Mapping):
+            if "bbox_2d" in value:
+                return cls.from_any(value["bbox_2d"])
+            if all(k in value for k in ("x1", "y1", "x2", "y2")):
+                value = [value["x1"], value["y1"], value["x2"], value["y2"]]
+            else:
+                raise InvalidBoxError(
+                    f"box mapping needs 'bbox_2d' or x1/y1/x2/y2 keys, got keys {sorted(value)}"
+                )
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            raise InvalidBoxError(
+                f"box must be a list of 4 numbers [x1, y1, x2, y2], got {type(value).__name__}"
+            )
+        if len(value) != 4:
+            raise InvalidBoxError(
+                f"box must have 4 numbers [x1, y1, x2, y2], got {len(value)}: {list(value)!r}"
+            )
+        coords = []
+        for name, v in zip(("x1", "y1", "x2", "y2"), value):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                try:  # numpy scalars, numeric strings from sloppy JSON
+                    v = float(v)
+                except (TypeError, ValueError):
+                    raise InvalidBoxError(f"box {name} is not a number: {v!r}") from None
+            if not math.isfinite(v):
+                raise InvalidBoxError(f"box {name} is not finite: {v!r}")
+            coords.append(float(v))
+        return cls(*coords)
+
+
+def normalize_box(bbox: Any, image_size: tuple[int, int], rules: BoxRules | None = None) -> Box:
+    """Convert ``bbox`` to absolute pixels of an image of ``(width, height)``, clamp, validate.
+
+    Raises:
+        InvalidBoxError: naming the problem (not a number, wrong length, outside the
+            image, inverted, zero area, too small, extreme aspect ratio).
+    """
+    rules = rules or BoxRules()
+    width, height = image_size
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image_size must be positive (width, height), got {image_size}")
+    box = Box.from_any(bbox)
+    if rules.coords == "normalized_1000":
+        box = Box(
+            box.x1 * width / 1000.0,
+            box.y1 * height / 1000.0,
+            box.x2 * width / 1000.0,
+            box.y2 * height / 1000.0,
+        )
+    raw = box.to_list()
+    if box.x1 > box.x2 or box.y1 > box.y2:
+        raise InvalidBoxError(f"box is inverted (needs x1 < x2 and y1 < y2): {raw}")
+    if box.x1 == box.x2 or box.y1 == box.y2:
+        raise InvalidBoxError(f"box has zero area: {raw}")
+    if rules.clamp:
+        box = Box(max(box.x1, 0.0), max(box.y1, 0.0), min(box.x2, width), min(box.y2, height))
+        if box.width <= 0 or box.height <= 0:
+            raise InvalidBoxError(f"box {raw} lies outside the {width}x{height} image")
+    elif box.x1 < 0 or box.y1 < 0 or box.x2 > width or box.y2 > height:
+        raise InvalidBoxError(f"box {raw} reaches outside the {width}x{height} image")
+    short, long = sorted((box.width, box.height))
+    if short <= rules.min_side:
+        raise InvalidBoxError(
+            f"box {raw} is too small: side {short:g} px, needs > min_side {rules.min_side} px"
+        )
+    if long / short > rules.max_aspect_ratio:
+        raise InvalidBoxError(
+            f"box {raw} has aspect ratio {long / short:.1f} > max_aspect_ratio "
+            f"{rules.max_aspect_ratio:g}"
+        )
+    return box
+
+
+def _pixel_box(box: Box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Integer crop covering the whole (fractional) box, within the image."""
+    width, height = image_size
+    return (
+        max(0, math.floor(box.x1)),
+        max(0, math.floor(box.y1)),
+        min(width, math.ceil(box.x2)),
+        min(height, math.ceil(box.y2)),
+    )
+
+
+def zoom_in(image: Image.Image, bbox: Any, rules: BoxRules | None = None) -> Image.Image:
+    """Crop the original ``image`` to ``bbox`` after ``normalize_box``; raises InvalidBoxError."""
+    box = normalize_box(bbox, image.size, rules)
+    return image.crop(_pixel_box(box, image.size))

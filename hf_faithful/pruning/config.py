@@ -1,0 +1,123 @@
+"""PruningConfig: every knob of policy-gradient structural pruning (arXiv 2406.10576).
+
+Defaults follow the released scripts where they exist (K=2 samples, square-root
+estimator, baseline window 5, cosine learning rate, sigmap init from Wanda-sp) and
+are tuned for the bundled reference model elsewhere (learning rate, steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+TARGETS = ("heads", "channels", "both")
+BUDGETS = ("global", "layer")
+INITS = ("wanda_sp", "flap", "magnitude", "random", "constant", "state")
+TRANSFORMS = ("sigmap", "norm")
+ESTIMATORS = ("sqrt", "reinforce")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass
+class PruningConfig:
+    """Configuration of [`PolicyGradientPruner`].
+
+    Sparsity is the fraction of *units* removed from each pool (KV-head groups of all
+    layers form one pool, MLP channels another), as in the paper.
+    """
+
+    sparsity: float = 0.5
+    """Fraction of units to remove, in [0, 1)."""
+    target: Literal["heads", "channels", "both"] = "both"
+    """What to prune: attention KV-head groups, MLP channels, or both."""
+    budget: Literal["global", "layer"] = "global"
+    """``global``: one budget per pool, layers end up heterogeneous; ``layer``: every
+    layer keeps the same fraction."""
+    min_heads_per_layer: int = 1
+    """Every layer keeps at least this many KV-head groups (a layer with no head
+    cannot be represented by Llama-family attention)."""
+
+    num_samples: int = 2
+    """K: masks drawn (and forward passes run) per step."""
+    max_steps: int = 500
+    batch_size: int = 8
+    seq_len: int = 128
+    learning_rate: float = 0.05
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    estimator: Literal["sqrt", "reinforce"] = "sqrt"
+    """``sqrt`` divides by sqrt(s(1-s)) as the released code; ``reinforce`` by s(1-s),
+    the exact score function of a Bernoulli."""
+    baseline_window: int = 5
+    """w of the moving-average baseline delta <- (1 - 1/w) delta + (1/w) mean_k L_k."""
+    entropy_weight: float = 0.0
+    """lambda of the entropy penalty (pushes scores towards 0/1); 0 disables it."""
+    sparsity_warmup_steps: int = 0
+    """Ramp the budget linearly from 0 to ``sparsity`` over this many steps."""
+
+    init: Literal["wanda_sp", "flap", "magnitude", "random", "constant", "state"] = "wanda_sp"
+    init_transform: Literal["sigmap", "norm"] = "sigmap"
+    init_state_path: str | None = None
+    """Saved prune state (file or pruned-model folder) for ``init="state"``."""
+    init_num_samples: int = 128
+    """Calibration sequences (of ``seq_len`` tokens) for the activation statistics."""
+
+    seed: int = 0
+    logging_steps: int = 10
+    eval_steps: int = 0
+    """Evaluate the hard-masked model every this many steps (0: never)."""
+    save_steps: int = 0
+    """Write a resumable checkpoint every this many steps (0: never)."""
+    output_dir: str | None = None
+    """Where checkpoints go (``output_dir/checkpoint.safetensors``)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form provenance recorded in saved models (e.g. the base model name)."""
+
+    def __post_init__(self) -> None:
+        def fail(name: str, message: str) -> None:
+            raise ValueError(f"PruningConfig.{name} {message}")
+
+        if not isinstance(self.sparsity, int | float) or not 0.0 <= self.sparsity < 1.0:
+            fail("sparsity", f"must be in [0, 1), got {self.sparsity!r}")
+        for name, allowed in (
+            ("target", TARGETS),
+            ("budget", BUDGETS),
+            ("init", INITS),
+            ("init_transform", TRANSFORMS),
+            ("estimator", ESTIMATORS),
+            ("lr_scheduler", SCHEDULES),
+        ):
+            if getattr(self, name) not in allowed:
+                fail(name, f"must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("num_samples", "batch_size", "baseline_window", "init_num_samples"):
+            if getattr(self, name) < 1:
+                fail(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.num_samples < 2:
+            fail("num_samples", f"must be >= 2 (the estimator averages over K-1), got {self.num_samples}")
+        if self.seq_len < 2:
+            fail("seq_len", f"must be >= 2, got {self.seq_len}")
+        for name in ("max_steps", "sparsity_warmup_steps", "eval_steps", "save_steps", "logging_steps"):
+            if getattr(self, name) < 0:
+                fail(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.min_heads_per_layer < 1:
+            fail("min_heads_per_layer", f"must be >= 1, got {self.min_heads_per_layer}")
+        if self.learning_rate < 0:
+            fail("learning_rate", f"must be >= 0, got {self.learning_rate}")
+        if self.entropy_weight < 0:
+            fail("entropy_weight", f"must be >= 0, got {self.entropy_weight}")
+        if self.init == "state" and not self.init_state_path:
+            fail("init_state_path", 'is required when init="state"')
+        if self.save_steps and not self.output_dir:
+            fail("output_dir", "is required when save_steps > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PruningConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,262 @@
+"""Importance metrics, score transforms, the budget projection and hard masks.
+
+Each metric returns one number per unit as two flat pool vectors (KV-head groups,
+MLP channels; layer order), so any of them is a one-shot pruner on its own:
+``metric -> transform -> hard_mask -> compress``.
+
+- ``wanda_sp`` (FLAP's WIFN): ``M_j = mean_i |W_ij| * ||X_j||_2`` for input channel j
+  of ``o_proj`` / ``down_proj``.
+- ``flap`` (FLAP's WIFV fluctuation): ``M_j = Var(X_j) * sum_i W_ij^2``.
+- ``magnitude``: L2 norm of all weights of the unit (q/k/v rows and o_proj columns of
+  a KV group; gate/up rows and the down_proj column of a channel).
+- ``random``: uniform noise.
+
+A KV-head group aggregates its ``o_proj`` input channels by summing over head_dim
+and averaging over the query heads that share the KV head.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from hf_faithful.pruning.units import PrunableLayer
+
+METRICS = ("wanda_sp", "flap", "magnitude", "random")
+
+
+@dataclass
+class ActivationStats:
+    """Per-layer sums of x and x^2 of the inputs of ``o_proj`` and ``down_proj``."""
+
+    o_sum: list[torch.Tensor]
+    o_sq: list[torch.Tensor]
+    down_sum: list[torch.Tensor]
+    down_sq: list[torch.Tensor]
+    tokens: int = 0
+
+    def variance(self, kind: str, index: int) -> torch.Tensor:
+        total, sq = (self.o_sum, self.o_sq) if kind == "o" else (self.down_sum, self.down_sq)
+        n = max(self.tokens, 2)
+        return (sq[index] - total[index].pow(2) / n).clamp_min(0) / (n - 1)
+
+
+def _accumulate(total: torch.Tensor, sq: torch.Tensor):
+    def hook(module, args):
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).to(total.dtype)
+        total.add_(x.sum(0))
+        sq.add_(x.pow(2).sum(0))
+        return None  # a pre-hook that returns a value would replace the module's input
+
+    return hook
+
+
+@torch.no_grad()
+def collect_activation_stats(
+    model: torch.nn.Module,
+    layers: list[PrunableLayer],
+    batches: Iterable[torch.Tensor],
+    *,
+    device: torch.device | None = None,
+    progress: bool = True,
+) -> ActivationStats:
+    """Run ``batches`` of token ids through ``model`` and accumulate input statistics."""
+
+    def zeros(n: int, layer: PrunableLayer) -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.float64, device=layer.device)
+
+    stats = ActivationStats(
+        o_sum=[zeros(layer.num_heads * layer.head_dim, layer) for layer in layers],
+        o_sq=[zeros(layer.num_heads * layer.head_dim, layer) for layer in layers],
+        down_sum=[zeros(layer.intermediate_size, layer) for layer in layers],
+        down_sq=[zeros(layer.intermediate_size, layer) for layer in layers],
+    )
+    handles = []
+    for i, layer in enumerate(layers):
+        handles.append(
+            layer.attention.o_proj.register_forward_pre_hook(_accumulate(stats.o_sum[i], stats.o_sq[i]))
+        )
+        handles.append(
+            layer.mlp.down_proj.register_forward_pre_hook(
+                _accumulate(stats.down_sum[i], stats.down_sq[i])
+            )
+        )
+    try:
+        for batch in tqdm(list(batches), desc="activation statistics", disable=not progress):
+            model(input_ids=batch.to(device) if device is not None else batch, use_cache=False)
+            stats.tokens += batch.numel()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats
+
+
+def _heads_from_channels(values: torch.Tensor, layer: PrunableLayer) -> torch.Tensor:
+    return values.view(layer.num_kv_heads, layer.group_size, layer.head_dim).sum(-1).mean(-1)
+
+
+@torch.no_grad()
+def unit_metrics(
+    method: str,
+    layers: list[PrunableLayer],
+    stats: ActivationStats | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Importance of every KV-head group and MLP channel (float64 on CPU; higher = keep)."""
+    if method not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {method!r}")
+    if method in ("wanda_sp", "flap") and stats is None:
+        raise ValueError(f"metric {method!r} needs activation statistics")
+    heads, channels = [], []
+    for i, layer in enumerate(layers):
+        attn, mlp = layer.attention, layer.mlp
+        o_w = attn.o_proj.weight.detach().double()
+        d_w = mlp.down_proj.weight.detach().double()
+        if method == "wanda_sp":
+            o_metric = o_w.abs().mean(0) * stats.o_sq[i].sqrt()
+            d_metric = d_w.abs().mean(0) * stats.down_sq[i].sqrt()
+        elif method == "flap":
+            o_metric = stats.variance("o", i) * o_w.pow(2).sum(0)
+            d_metric = stats.variance("down", i) * d_w.pow(2).sum(0)
+        elif method == "magnitude":
+            hd, g = layer.head_dim, layer.group_size
+            q = attn.q_proj.weight.detach().double().pow(2).sum(1).view(layer.num_kv_heads, -1).sum(1)
+            k = attn.k_proj.weight.detach().double().pow(2).sum(1).view(layer.num_kv_heads, hd).sum(1)
+            v = attn.v_proj.weight.detach().double().pow(2).sum(1).view(layer.num_kv_heads, hd).sum(1)
+            o = o_w.pow(2).sum(0).view(layer.num_kv_heads, g * hd).sum(1)
+            heads.append((q + k + v + o).sqrt().cpu())
+            gate = mlp.gate_proj.weight.detach().double().pow(2).sum(1)
+            up = mlp.up_proj.weight.detach().double().pow(2).sum(1)
+            channels.append((gate + up + d_w.pow(2).sum(0)).sqrt().cpu())
+            continue
+        else:  # random
+            heads.append(torch.rand(layer.num_kv_heads, generator=generator, dtype=torch.float64))
+            channels.append(
+                torch.rand(layer.intermediate_size, generator=generator, dtype=torch.float64)
+            )
+            continue
+        heads.append(_heads_from_channels(o_metric, layer).cpu())
+        channels.append(d_metric.cpu())
+    return torch.cat(heads), torch.cat(channels)
+
+
+def transform_scores(
+    metric: torch.Tensor, sizes: list[int], keep: float, transform: str = "sigmap"
+) -> torch.Tensor:
+    """Map a pool's metric to keep-probabilities with mean ``keep`` in every layer.
+
+    ``sigmap``: ``z`` = per-layer standardized metric, ``s = clamp(sigmoid(z) + keep -
+    mean(sigmoid(z)), 0, 1)`` (the paper's init). ``norm``: the same with per-layer
+    min-max normalization in place of the sigmoid of the z-score.
+    """
+    if transform not in ("sigmap", "norm"):
+        raise ValueError(f"init_transform must be 'sigmap' or 'norm', got {transform!r}")
+    parts = []
+    for part in metric.double().split(sizes):
+        if transform == "sigmap":
+            std = part.std() if part.numel() > 1 else part.new_tensor(0.0)
+            z = (part - part.mean()) / std if std > 0 else torch.zeros_like(part)
+            u = torch.sigmoid(z)
+        else:
+            span = part.max() - part.min()
+            u = (part - part.min()) / span if span > 0 else torch.full_like(part, 0.5)
+        parts.append((u + (keep - u.mean())).clamp(0, 1))
+    return torch.cat(parts).float()
+
+
+def keep_count(n: int, keep: float) -> int:
+    """Units kept out of ``n`` at keep ratio ``keep`` (round half up)."""
+    return int(math.floor(keep * n + 0.5))
+
+
+class BudgetProjection:
+    """Euclidean projection onto ``{s in [0,1]^N : sum s <= budget}`` by bisection.
+
+    ``s <- clamp(s - v, 0, 1)`` with the smallest ``v >= 0`` meeting the budget, per
+    group (one group per pool for a global budget, one per layer for a layer budget).
+    Work buffers are allocated once.
+    """
+
+    def __init__(self, sizes: list[int], per_layer: bool, iterations: int = 60):
+        self.sizes = sizes
+        self.per_layer = per_layer
+        self.iterations = iterations
+        groups = len(sizes) if per_layer else 1
+        width = max(sizes) if per_layer else sum(sizes)
+        # padded [groups, width] view; padding sits at -1 and never counts
+        self._padded = torch.full((groups, width), -1.0)
+        self._work = torch.empty(groups, width)
+        self._index = None
+        if per_layer and len(set(sizes)) > 1:
+            rows = torch.repeat_interleave(torch.arange(groups), torch.tensor(sizes))
+            cols = torch.cat([torch.arange(n) for n in sizes])
+            self._index = (rows, cols)
+
+    @torch.no_grad()
+    def __call__(self, s: torch.Tensor, keep: float) -> None:
+        """Project ``s`` (flat, float32, CPU) in place for keep ratio ``keep``."""
+        padded, work = self._padded, self._work
+        if self._index is not None:
+            padded[self._index] = s
+        else:
+            padded.view(-1)[: s.numel()].copy_(s)
+        sizes = self.sizes if self.per_layer else [sum(self.sizes)]
+        budget = torch.tensor([keep * n for n in sizes])
+        padded.clamp_(max=1.0)
+        lo = torch.zeros(len(sizes))
+        hi = padded.max(1).values.clamp_min(0)
+        over = padded.clamp(0, 1).sum(1) > budget
+        if bool(over.any()):
+            for _ in range(self.iterations):
+                mid = (lo + hi) / 2
+                torch.sub(padded, mid[:, None], out=work)
+                above = work.clamp_(0, 1).sum(1) > budget
+                lo = torch.where(above, mid, lo)
+                hi = torch.where(above, hi, mid)
+        shift = torch.where(over, hi, torch.zeros_like(hi))
+        torch.sub(padded, shift[:, None], out=work)
+        work.clamp_(0, 1)
+        if self._index is not None:
+            s.copy_(work[self._index])
+        else:
+            s.copy_(work.view(-1)[: s.numel()])
+
+
+def hard_mask(
+    scores: torch.Tensor,
+    sizes: list[int],
+    keep: float,
+    *,
+    per_layer: bool,
+    min_per_layer: int = 1,
+) -> torch.Tensor:
+    """0/1 mask keeping the highest-scoring units: ``keep`` of the pool (global) or of
+    every layer, and at least ``min_per_layer`` units in each layer."""
+    mask = torch.zeros(scores.numel())
+    parts = scores.float().split(sizes)
+    offsets = [0, *torch.tensor(sizes).cumsum(0).tolist()]
+    if per_layer:
+        for part, start, n in zip(parts, offsets, sizes):
+            k = min(n, max(min_per_layer, keep_count(n, keep)))
+            order = torch.sort(part, descending=True, stable=True).indices
+            mask[start + order[:k]] = 1.0
+        return mask
+    total = keep_count(sum(sizes), keep)
+    floor = sum(min(min_per_layer, n) for n in sizes)
+    if total < floor:
+        raise ValueError(
+            f"keeping {total} of {sum(sizes)} units cannot leave {min_per_layer} in each of "
+            f"{len(sizes)} layers: lower the sparsity or min_heads_per_layer"
+        )
+    for part, start, n in zip(parts, offsets, sizes):
+        order = torch.sort(part, descending=True, stable=True).indices
+        mask[start + order[: min(min_per_layer, n)]] = 1.0
+    rest = scores.float().masked_fill(mask.bool(), float("-inf"))
+    order = torch.sort(rest, descending=True, stable=True).indices
+    mask[order[: total - floor]] = 1.0
+    return mask

@@ -1,0 +1,274 @@
+"""``SCCMRewardTrainer``: TRL's GRPOTrainer with a zoom-in tool and the SCCM rewards."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoProcessor, ProcessorMixin
+from trl import GRPOTrainer
+from trl.chat_template_utils import (
+    qwen2_5_vl_chat_template,
+    qwen3_vl_chat_template,
+    supports_tool_calling,
+)
+from trl.models import unwrap_model_for_generation
+
+from hf_faithful.faithfulness.backends import AnswerBackend, LocalVLMBackend, OpenAIChatBackend
+from hf_faithful.sccm.config import SCCMConfig
+from hf_faithful.sccm.environment import ZoomInEnvironment
+from hf_faithful.sccm.rewards import MinimalityReward, SufficiencyReward
+
+logger = logging.getLogger(__name__)
+
+# Stock templates that cannot render tool calls but whose model family reads TRL's
+# Qwen3-VL template correctly (same special tokens and turn format).
+_TOOL_TEMPLATE_FALLBACKS = {qwen2_5_vl_chat_template: qwen3_vl_chat_template}
+_QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+
+
+def _model_type(model: Any) -> str | None:
+    config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
+    return getattr(config, "model_type", None)
+
+
+class SCCMRewardTrainer(GRPOTrainer):
+    """GRPO on multimodal chains of thought whose crops are rewarded for being sufficient and minimal.
+
+    A drop-in replacement for [`~trl.GRPOTrainer`] (with [`SCCMConfig`] for
+    [`~trl.GRPOConfig`]) on DeepEyes-style data: rows with an image, a conversational
+    ``prompt`` and a reference ``answer`` (see ``hf_faithful.sccm.data.load_deepeyes``).
+
+    What it adds:
+
+    - Real multi-turn rollouts with DeepEyes' ``image_zoom_in_tool`` through TRL's
+      ``environment_factory`` (one [`ZoomInEnvironment`] per rollout; the crops are fed back to
+      the model and re-processed for the training forward pass). Refused boxes, unknown tools
+      and broken tool-call JSON never crash training: the model gets the error as the tool
+      response, TRL logs ``tools/failure_frequency``, and ``sccm/failed_tool_calls_per_rollout``
+      counts them per rollout (broken JSON included).
+    - Two rewards after the user's own: ``sccm_sufficiency`` and ``sccm_minimality``, logged as
+      ``rewards/sccm_sufficiency/mean`` etc., with ``reward_weights`` extended by
+      ``args.sufficiency_weight`` and ``args.minimality_weight``. The sufficiency queries (each
+      question re-asked with only that rollout's crops) are answered in batches of
+      ``args.sufficiency_batch_size`` by the unwrapped policy under ``torch.no_grad()``,
+      through ``trl.models.unwrap_model_for_generation`` (ZeRO-3 safe: the parameters are
+      gathered once, and every rank enters the context even with no query), with train mode
+      restored afterwards; or by another local model or an OpenAI-compatible endpoint
+      (``args.answerer``), or by any object with ``answer(prompts, max_new_tokens)`` passed as
+      ``answerer=``.
+    - Chat templates: Qwen2.5-VL's stock template cannot render tool calls, so it is swapped for
+      TRL's Qwen3-VL template (same tokens and turn format); Qwen3-VL's works as is. Boxes are
+      read in absolute pixels for Qwen2.5-VL and in 0..1000 for Qwen3-VL (``box_coords="auto"``).
+
+    Where it runs:
+
+    - PEFT: pass ``peft_config`` as to GRPOTrainer; the sufficiency queries use the adapted policy.
+    - Multi-process: ``accelerate launch --num_processes N script.py``; each rank scores its own
+      rollouts, TRL gathers the rewards for the group advantages. Under DeepSpeed ZeRO-3 keep
+      ``ds3_gather_for_generation=True`` (the default) so the sufficiency generation runs on
+      gathered weights.
+    - vLLM: ``use_vllm=True`` with ``vllm_mode="colocate"`` or ``"server"`` (``trl vllm-serve``)
+      generates the rollouts, tool turns included; the sufficiency queries still run on the
+      training copy of the policy (exactly the current weights, no sync needed). To offload them,
+      serve a model behind an OpenAI-compatible API and set ``answerer="openai"``.
+      ``vllm_importance_sampling_correction`` applies as in GRPO.
+
+    Args:
+        model, reward_funcs, args, train_dataset, eval_dataset, processing_class,
+        reward_processing_classes, callbacks, optimizers, peft_config, quantization_config,
+        tools: as in [`~trl.GRPOTrainer`]; ``reward_funcs`` may be omitted (SCCM rewards only).
+        environment_factory: defaults to [`ZoomInEnvironment`] with ``args.box_rules()``; a custom
+            factory must build ``ZoomInEnvironment`` subclasses (the rewards read their crops).
+        answer_match: ``(prediction, reference) -> bool`` overriding ``args.answer_match``.
+        answerer: an [`AnswerBackend`] overriding ``args.answerer``.
+    """
+
+    _tag_names = ["trl", "grpo", "sccm", "hf-faithful"]
+    _name = "SCCM"
+
+    def __init__(
+        self,
+        model: Any,
+        reward_funcs: Callable | list[Callable] | None = None,
+        args: SCCMConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        reward_processing_classes: Any = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+        quantization_config: Any = None,
+        peft_config: Any = None,
+        tools: list[Callable] | None = None,
+        environment_factory: Callable[[], ZoomInEnvironment] | None = None,
+        answer_match: Callable[[str, str], bool] | None = None,
+        answerer: AnswerBackend | None = None,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = SCCMConfig(f"{str(name).rstrip('/').split('/')[-1] or 'model'}-SCCM")
+        elif not isinstance(args, SCCMConfig):
+            raise TypeError(
+                f"args must be an SCCMConfig (a GRPOConfig subclass), got {type(args).__name__}: "
+                "build it with SCCMConfig(**your_grpo_config.to_dict())"
+            )
+        if answerer is not None and not isinstance(answerer, AnswerBackend):
+            raise TypeError(
+                f"answerer must have an answer(prompts, max_new_tokens, stop) method, got {type(answerer).__name__}"
+            )
+
+        user_funcs = (
+            []
+            if reward_funcs is None
+            else list(reward_funcs)
+            if isinstance(reward_funcs, list)
+            else [reward_funcs]
+        )
+        sccm_weights = [float(args.sufficiency_weight), float(args.minimality_weight)]
+        if args.reward_weights is None:
+            weights = [1.0] * len(user_funcs) + sccm_weights
+        elif len(args.reward_weights) == len(user_funcs):
+            weights = list(args.reward_weights) + sccm_weights
+        else:
+            raise ValueError(
+                f"args.reward_weights has {len(args.reward_weights)} weights for {len(user_funcs)} reward "
+                "functions: give one weight per function of yours (the SCCM weights are "
+                "sufficiency_weight and minimality_weight)"
+            )
+        args = copy.copy(args)  # the caller's config stays reusable
+        args.reward_weights = weights
+
+        if processing_class is None:
+            processing_class = AutoProcessor.from_pretrained(
+                model if isinstance(model, str) else model.config._name_or_path,
+                padding_side="left",
+                truncation_side="left",
+                trust_remote_code=args.trust_remote_code,
+            )
+        if not isinstance(processing_class, ProcessorMixin):
+            raise TypeError(
+                "SCCMRewardTrainer trains vision-language models: processing_class must be a processor "
+                f"(ProcessorMixin), got {type(processing_class).__name__}"
+            )
+        model_type = _model_type(model)
+        self._use_tool_template(processing_class, model_type)
+
+        if environment_factory is None:
+            environment_factory = functools.partial(
+                ZoomInEnvironment,
+                rules=args.box_rules(model_type),
+                image_column=args.image_column,
+                question_column=args.question_column,
+                answer_column=args.answer_column,
+            )
+        matcher = answer_match if answer_match is not None else args.answer_matcher()
+        self._answerer = answerer
+        sccm_funcs = [
+            SufficiencyReward(
+                self._answer_sufficiency_queries,
+                matcher,
+                prompt=args.sufficiency_prompt,
+                no_reference=args.no_reference,
+                no_crop_reward=args.no_crop_reward,
+            ),
+            MinimalityReward(
+                measure=args.minimality_measure,
+                requires_sufficiency=args.minimality_requires_sufficiency,
+                no_crop_reward=args.no_crop_reward,
+            ),
+        ]
+        super().__init__(
+            model=model,
+            reward_funcs=user_funcs + sccm_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=(
+                None
+                if reward_processing_classes is None
+                else list(
+                    reward_processing_classes
+                    if isinstance(reward_processing_classes, list)
+                    else [reward_processing_classes]
+                )
+                + [None, None]
+            ),
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+            tools=tools,
+            environment_factory=environment_factory,
+        )
+        for pool in self._environment_pool.values():
+            if not isinstance(pool[0], ZoomInEnvironment):
+                raise TypeError(
+                    "environment_factory must build ZoomInEnvironment instances (or subclasses), "
+                    f"got {type(pool[0]).__name__}"
+                )
+        if self._answerer is None and args.answerer != "policy":
+            self._answerer = self._build_answerer(args)
+
+    @staticmethod
+    def _use_tool_template(processor: ProcessorMixin, model_type: str | None) -> None:
+        """Give the processor a chat template that renders tool calls (TRL requires one)."""
+        if supports_tool_calling(processor):
+            return
+        fallback = _TOOL_TEMPLATE_FALLBACKS.get(processor.chat_template)
+        if fallback is None and model_type in _QWEN_VL_TYPES:
+            fallback = qwen3_vl_chat_template
+        if fallback is None:
+            raise ValueError(
+                f"the chat template of this {model_type or 'model'} cannot render tool calls, which the "
+                "zoom-in tool needs: set processing_class.chat_template to one that can"
+            )
+        logger.info("chat template cannot render tool calls: using TRL's Qwen3-VL template instead")
+        processor.chat_template = fallback
+
+    def _build_answerer(self, args: SCCMConfig) -> AnswerBackend:
+        if args.answerer == "openai":
+            return OpenAIChatBackend(
+                args.answerer_base_url,
+                args.answerer_model,
+                api_key=os.environ.get(args.answerer_api_key_env),
+            )
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(
+            args.answerer_model, trust_remote_code=args.trust_remote_code
+        ).to(self.accelerator.device)
+        processor = AutoProcessor.from_pretrained(
+            args.answerer_model, padding_side="left", trust_remote_code=args.trust_remote_code
+        )
+        return LocalVLMBackend(model.eval(), processor, batch_size=args.sufficiency_batch_size)
+
+    def _answer_sufficiency_queries(self, queries: list[list[dict[str, Any]]]) -> list[str]:
+        """Answer the sufficiency queries of this rank's rollouts (greedy, no gradients)."""
+        max_new_tokens = self.args.sufficiency_max_new_tokens
+        if self._answerer is not None:
+            return self._answerer.answer(queries, max_new_tokens=max_new_tokens) if queries else []
+        # Every rank enters the context, queries or not: under ZeRO-3 it gathers parameters
+        # collectively.
+        with (
+            unwrap_model_for_generation(
+                self.model_wrapped,
+                self.accelerator,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped_model,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            if not queries:
+                return []
+            backend = LocalVLMBackend(
+                unwrapped_model, self.processing_class, batch_size=self.args.sufficiency_batch_size
+            )
+            return backend.answer(queries, max_new_tokens=max_new_tokens)

@@ -1,0 +1,1 @@
+"""Tiny offline models for tests, examples and demos (nothing is downloaded)."""

@@ -43,7 +43,13 @@ def pruned_model_card(
     base_model = pruning.get("base_model") or "an unnamed model"
     on_hub = bool(_REPO_ID.match(str(base_model))) and not Path(str(base_model)).exists()
     perplexity = perplexity or {}
-    model_name = repo_id.split("/")[-1] if repo_id else f"pruned-{Path(str(base_model)).name}" if on_hub else "pruned-model"
+    model_name = (
+        repo_id.split("/")[-1]
+        if repo_id
+        else f"pruned-{Path(str(base_model)).name}"
+        if on_hub
+        else "pruned-model"
+    )
     eval_results = None
     if perplexity.get("after") is not None:
         eval_results = [

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+import hf_faithful
 from hf_faithful.pruning import PolicyGradientPruner, PruningConfig
 from hf_faithful.pruning.scores import (
     BudgetProjection,
@@ -17,7 +19,7 @@ from hf_faithful.pruning.scores import (
     unit_metrics,
 )
 from hf_faithful.pruning.units import UnitMasks, find_prunable_layers
-from hf_faithful.testing.tiny_llama import tiny_causal_lm
+from hf_faithful.testing.tiny_llama import tiny_causal_lm, trained_tiny_causal_lm
 
 torch.set_num_threads(1)
 
@@ -45,9 +47,9 @@ def _zeroed_copy(model, heads, channels):
 
 def test_units_found_from_structure():
     layers = find_prunable_layers(tiny_causal_lm("qwen3"))
-    assert [(lay.num_heads, lay.num_kv_heads, lay.head_dim, lay.intermediate_size) for lay in layers] == [
-        (4, 2, 8, 48)
-    ] * 2
+    assert [
+        (lay.num_heads, lay.num_kv_heads, lay.head_dim, lay.intermediate_size) for lay in layers
+    ] == [(4, 2, 8, 48)] * 2
     with pytest.raises(ValueError, match="q_proj"):
         find_prunable_layers(torch.nn.Sequential(torch.nn.Linear(4, 4)))
 
@@ -152,7 +154,9 @@ def test_hard_mask_budgets_and_minimum():
         hard_mask(scores, [3, 3], keep=0.2, per_layer=False, min_per_layer=1)
 
 
-@pytest.mark.parametrize("estimator, expected", [("sqrt", [1.0, -1.25]), ("reinforce", [2.0, -3.125])])
+@pytest.mark.parametrize(
+    "estimator, expected", [("sqrt", [1.0, -1.25]), ("reinforce", [2.0, -3.125])]
+)
 def test_estimator_hand_computed(estimator, expected):
     pruner = PolicyGradientPruner(tiny_causal_lm(), config=PruningConfig(estimator=estimator))
     pruner.baseline = 1.5
@@ -170,8 +174,15 @@ def test_one_step_matches_the_algorithm():
     """One fit step, recomputed from its definition with a zeroed-weights model."""
     model = tiny_causal_lm("llama")
     cfg = PruningConfig(
-        sparsity=0.5, num_samples=3, max_steps=1, batch_size=2, seq_len=16, init="constant",
-        learning_rate=0.1, lr_scheduler="constant", seed=3,
+        sparsity=0.5,
+        num_samples=3,
+        max_steps=1,
+        batch_size=2,
+        seq_len=16,
+        init="constant",
+        learning_rate=0.1,
+        lr_scheduler="constant",
+        seed=3,
     )
     data = _ids(2, 16, seed=5)
     pruner = PolicyGradientPruner(model, config=cfg)
@@ -202,23 +213,29 @@ def test_one_step_matches_the_algorithm():
     assert pruner.scores_heads.sum() <= 0.5 * 4 + 1e-5
 
 
-def test_fit_improves_loss_on_a_learnable_problem():
-    """From a random init, PG must find masks better than the init's hard mask."""
-    model = tiny_causal_lm("llama", seed=1)
-    data = _ids(16, 32, seed=2)
+def test_fit_improves_on_its_initialization():
+    """On a (briefly) trained model, PG must find hard masks better than its init's."""
+    text = (Path(hf_faithful.__file__).parent / "assets/data/wikitext-2/valid.txt").read_text()
+    model, chunks = trained_tiny_causal_lm(text[:20000], steps=150)
     cfg = PruningConfig(
-        sparsity=0.5, max_steps=150, batch_size=8, seq_len=32, init="random", learning_rate=0.2,
-        target="channels", seed=0, logging_steps=50,
+        sparsity=0.5,
+        max_steps=300,
+        batch_size=8,
+        seq_len=32,
+        init="random",
+        learning_rate=0.2,
+        seed=0,
+        logging_steps=100,
     )
     pruner = PolicyGradientPruner(model, config=cfg)
-    pruner.initialize()
+    pruner.initialize(chunks, progress=False)
 
     def masked_loss():
         with torch.no_grad(), pruner.masked():
-            return model(data, labels=data).loss.item()
+            return model(chunks[:64], labels=chunks[:64]).loss.item()
 
     before = masked_loss()
-    history = pruner.fit(data, progress=False)
-    assert [h["step"] for h in history] == [50, 100, 150]
+    history = pruner.fit(chunks, progress=False)
+    assert [h["step"] for h in history] == [100, 200, 300]
     assert all(math.isfinite(h["loss"]) for h in history)
-    assert masked_loss() < before
+    assert masked_loss() < before - 0.05

@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -143,6 +142,8 @@ class LocalVLMBackend:
         max_new_tokens: int = 128,
         stop: Sequence[str] | None = None,
     ) -> list[str]:
+        import torch  # imported here so that the CLI and endpoint users do not pay for it
+
         _check_prompts(prompts, max_new_tokens)
         prompts = self._prepare(prompts)
         outputs: list[str] = [""] * len(prompts)

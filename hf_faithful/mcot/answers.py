@@ -35,9 +35,9 @@ _PUNCT = str.maketrans("", "", string.punctuation)
 _NUMBER_RE = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 # "(B)", "B.", "B)", "B:", "option B", "answer is B", or a lone letter.
 _CHOICE_PATTERNS = (
-    re.compile(r"^\s*\(?([A-Z])\)?\s*$"),
-    re.compile(r"^\s*\(([A-Z])\)"),
-    re.compile(r"^\s*([A-Z])\s*[.):]"),
+    re.compile(r"^\s*\(?([A-Z])\)?\s*$", re.I),
+    re.compile(r"^\s*\(([A-Z])\)", re.I),
+    re.compile(r"^\s*([A-Z])\s*[.):]", re.I),
     re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?![A-Za-z])", re.I),
 )
 

@@ -94,6 +94,8 @@ class Box:
                 raise InvalidBoxError(
                     f"box mapping needs 'bbox_2d' or x1/y1/x2/y2 keys, got keys {sorted(value)}"
                 )
+        if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+            value = value.tolist()  # numpy arrays, torch tensors
         if isinstance(value, str | bytes) or not isinstance(value, Sequence):
             raise InvalidBoxError(
                 f"box must be a list of 4 numbers [x1, y1, x2, y2], got {type(value).__name__}"
@@ -104,7 +106,9 @@ class Box:
             )
         coords = []
         for name, v in zip(("x1", "y1", "x2", "y2"), value):
-            if isinstance(v, bool) or not isinstance(v, int | float):
+            if isinstance(v, bool):
+                raise InvalidBoxError(f"box {name} is not a number: {v!r}")
+            if not isinstance(v, int | float):
                 try:  # numpy scalars, numeric strings from sloppy JSON
                     v = float(v)
                 except (TypeError, ValueError):

@@ -45,8 +45,10 @@ def compress_model(
             )
     head_parts = heads.split([layer.num_kv_heads for layer in layers])
     channel_parts = channels.split([layer.intermediate_size for layer in layers])
-    if any(int(p.sum()) == 0 for p in head_parts):
-        raise ValueError("the head mask leaves a layer without attention heads")
+    # layers that lose every head keep only o_proj (as a 0-input projection)
+    empty = {
+        layer.name + ".self_attn." for layer, p in zip(layers, head_parts) if int(p.sum()) == 0
+    }
 
     text_dict = text_config.to_dict()
     text_dict["head_dim"] = layers[0].head_dim
@@ -88,6 +90,10 @@ def compress_model(
 
     state = {}
     for name, tensor in model.state_dict().items():
+        prefix, _, leaf = name.rpartition(".")
+        owner = prefix.rpartition(".")[0] + "."
+        if owner in empty and not prefix.endswith("o_proj"):
+            continue
         if name in slices:
             dim, index = slices[name]
             state[name] = tensor.index_select(dim, index.to(tensor.device))

@@ -35,9 +35,10 @@ class PruningConfig:
     budget: Literal["global", "layer"] = "global"
     """``global``: one budget per pool, layers end up heterogeneous; ``layer``: every
     layer keeps the same fraction."""
-    min_heads_per_layer: int = 1
-    """Every layer keeps at least this many KV-head groups (a layer with no head
-    cannot be represented by Llama-family attention)."""
+    min_heads_per_layer: int = 0
+    """Every layer keeps at least this many KV-head groups. With 0 (the paper's
+    setting) a layer may lose all its heads; its attention is then removed entirely.
+    With more, samples that keep too few get the layer's most probable heads added."""
 
     num_samples: int = 2
     """K: masks drawn (and forward passes run) per step."""
@@ -94,14 +95,23 @@ class PruningConfig:
             if getattr(self, name) < 1:
                 fail(name, f"must be >= 1, got {getattr(self, name)}")
         if self.num_samples < 2:
-            fail("num_samples", f"must be >= 2 (the estimator averages over K-1), got {self.num_samples}")
+            fail(
+                "num_samples",
+                f"must be >= 2 (the estimator averages over K-1), got {self.num_samples}",
+            )
         if self.seq_len < 2:
             fail("seq_len", f"must be >= 2, got {self.seq_len}")
-        for name in ("max_steps", "sparsity_warmup_steps", "eval_steps", "save_steps", "logging_steps"):
+        for name in (
+            "max_steps",
+            "sparsity_warmup_steps",
+            "eval_steps",
+            "save_steps",
+            "logging_steps",
+        ):
             if getattr(self, name) < 0:
                 fail(name, f"must be >= 0, got {getattr(self, name)}")
-        if self.min_heads_per_layer < 1:
-            fail("min_heads_per_layer", f"must be >= 1, got {self.min_heads_per_layer}")
+        if self.min_heads_per_layer < 0:
+            fail("min_heads_per_layer", f"must be >= 0, got {self.min_heads_per_layer}")
         if self.learning_rate < 0:
             fail("learning_rate", f"must be >= 0, got {self.learning_rate}")
         if self.entropy_weight < 0:

@@ -13,6 +13,8 @@ anywhere with ``AutoModelForCausalLM.from_pretrained(path, trust_remote_code=Tru
 
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 from transformers import AutoConfig, AutoModel, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
@@ -32,7 +34,9 @@ class PrunedLlamaConfig(PretrainedConfig):
     """
 
     model_type = "pruned_llama"
-    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")
+    }
 
     text_config: dict | PretrainedConfig | None = None
     num_attention_heads_per_layer: list[int] | None = None
@@ -63,7 +67,7 @@ class PrunedLlamaConfig(PretrainedConfig):
         for i, (q, kv) in enumerate(
             zip(self.num_attention_heads_per_layer, self.num_key_value_heads_per_layer)
         ):
-            if kv < 1 or q % kv:
+            if (kv == 0 and q != 0) or (kv > 0 and q % kv) or kv < 0:
                 raise ValueError(
                     f"layer {i}: {q} attention heads cannot share {kv} key/value heads"
                 )
@@ -89,13 +93,37 @@ class PrunedLlamaConfig(PretrainedConfig):
 
 
 def _resized(linear: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
-    return nn.Linear(
-        in_features,
-        out_features,
-        bias=linear.bias is not None,
-        device=linear.weight.device,
-        dtype=linear.weight.dtype,
-    )
+    with warnings.catch_warnings():  # a fully pruned layer has zero-size projections
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        return nn.Linear(
+            in_features,
+            out_features,
+            bias=linear.bias is not None,
+            device=linear.weight.device,
+            dtype=linear.weight.dtype,
+        )
+
+
+class EmptyAttention(nn.Module):
+    """Attention of a layer that lost every head: it adds nothing (or o_proj's bias).
+
+    It still records an empty key/value entry in the cache, so the cache's sequence
+    length stays right for generation.
+    """
+
+    def __init__(self, attention: nn.Module, hidden_size: int):
+        super().__init__()
+        self.layer_idx = attention.layer_idx
+        self.head_dim = attention.head_dim
+        self.o_proj = _resized(attention.o_proj, 0, hidden_size)
+
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache is not None:
+            batch, length = hidden_states.shape[:2]
+            empty = hidden_states.new_zeros(batch, 0, length, self.head_dim)
+            cache.update(empty, empty, self.layer_idx)
+        return self.o_proj(hidden_states[..., :0]), None
 
 
 def resize_decoder_layers(decoder: nn.Module, config: PrunedLlamaConfig) -> None:
@@ -108,16 +136,19 @@ def resize_decoder_layers(decoder: nn.Module, config: PrunedLlamaConfig) -> None
         config.intermediate_size_per_layer,
     ):
         attn, mlp = layer.self_attn, layer.mlp
+        mlp.gate_proj = _resized(mlp.gate_proj, hidden, width)
+        mlp.up_proj = _resized(mlp.up_proj, hidden, width)
+        mlp.down_proj = _resized(mlp.down_proj, width, hidden)
+        mlp.intermediate_size = width
+        if kv_heads == 0:
+            layer.self_attn = EmptyAttention(attn, hidden)
+            continue
         head_dim = attn.head_dim
         attn.q_proj = _resized(attn.q_proj, hidden, heads * head_dim)
         attn.k_proj = _resized(attn.k_proj, hidden, kv_heads * head_dim)
         attn.v_proj = _resized(attn.v_proj, hidden, kv_heads * head_dim)
         attn.o_proj = _resized(attn.o_proj, heads * head_dim, hidden)
         attn.num_key_value_groups = heads // kv_heads
-        mlp.gate_proj = _resized(mlp.gate_proj, hidden, width)
-        mlp.up_proj = _resized(mlp.up_proj, hidden, width)
-        mlp.down_proj = _resized(mlp.down_proj, width, hidden)
-        mlp.intermediate_size = width
 
 
 class PrunedLlamaForCausalLM(PreTrainedModel, GenerationMixin):
@@ -162,7 +193,10 @@ class PrunedLlamaForCausalLM(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+                logits=logits,
+                labels=labels,
+                vocab_size=self.config.text_config.vocab_size,
+                **kwargs,
             )
         extra = {k: v for k, v in outputs.items() if k != "last_hidden_state"}
         return CausalLMOutputWithPast(loss=loss, logits=logits, **extra)

@@ -163,7 +163,9 @@ class PolicyGradientPruner:
                     f"calibration dataset needs a 'text' or 'input_ids' column, has {data.column_names}"
                 )
         if isinstance(data, list | tuple) and data and all(torch.is_tensor(t) for t in data):
-            data = torch.cat([t.reshape(-1) for t in data]) if data[0].dim() <= 1 else torch.cat(data)
+            data = (
+                torch.cat([t.reshape(-1) for t in data]) if data[0].dim() <= 1 else torch.cat(data)
+            )
         if isinstance(data, str) or (
             isinstance(data, list | tuple) and data and all(isinstance(t, str) for t in data)
         ):
@@ -180,7 +182,9 @@ class PolicyGradientPruner:
         data = data.long()
         if data.dim() == 2:
             if data.shape[1] < 2 or data.shape[0] == 0:
-                raise ValueError(f"token batches must have shape [n, seq_len>=2], got {tuple(data.shape)}")
+                raise ValueError(
+                    f"token batches must have shape [n, seq_len>=2], got {tuple(data.shape)}"
+                )
             return data
         if data.dim() != 1:
             raise ValueError(f"token ids must be 1-D or 2-D, got shape {tuple(data.shape)}")
@@ -197,7 +201,8 @@ class PolicyGradientPruner:
         per_epoch = chunks.shape[0] // batch_size
         epoch, index = divmod(step, per_epoch)
         order = torch.randperm(
-            chunks.shape[0], generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+            chunks.shape[0],
+            generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch),
         )
         return chunks[order[index * batch_size : (index + 1) * batch_size]]
 
@@ -209,7 +214,10 @@ class PolicyGradientPruner:
         keep = self.keep_ratio(0)
         if cfg.init == "state":
             tensors, _ = load_prune_state(cfg.init_state_path)
-            for name, current in (("scores_heads", self.scores_heads), ("scores_channels", self.scores_channels)):
+            for name, current in (
+                ("scores_heads", self.scores_heads),
+                ("scores_channels", self.scores_channels),
+            ):
                 if name not in tensors or tensors[name].numel() != current.numel():
                     raise ValueError(
                         f"init_state_path {cfg.init_state_path}: {name} does not match this model "
@@ -224,11 +232,15 @@ class PolicyGradientPruner:
             if cfg.init in ("wanda_sp", "flap"):
                 if data is None:
                     raise ValueError(f"init={cfg.init!r} needs calibration data")
-                chunks = data if torch.is_tensor(data) and data.dim() == 2 else self.prepare_data(data)
+                chunks = (
+                    data if torch.is_tensor(data) and data.dim() == 2 else self.prepare_data(data)
+                )
                 stats = self._activation_stats(chunks, progress)
             gen = torch.Generator().manual_seed(cfg.seed + 1)
             heads, channels = unit_metrics(cfg.init, self.layers, stats, generator=gen)
-            self.scores_heads.copy_(transform_scores(heads, self.head_sizes, keep, cfg.init_transform))
+            self.scores_heads.copy_(
+                transform_scores(heads, self.head_sizes, keep, cfg.init_transform)
+            )
             self.scores_channels.copy_(
                 transform_scores(channels, self.channel_sizes, keep, cfg.init_transform)
             )
@@ -307,7 +319,10 @@ class PolicyGradientPruner:
             torch.ones(self.masks.num_channels) if self.prune_channels else None,
         )
         bar = tqdm(
-            total=cfg.max_steps, initial=self.step, desc="pruning", disable=not progress or rank != 0
+            total=cfg.max_steps,
+            initial=self.step,
+            desc="pruning",
+            disable=not progress or rank != 0,
         )
         was_training = self.model.training
         self.model.eval()
@@ -316,7 +331,11 @@ class PolicyGradientPruner:
                 while self.step < cfg.max_steps:
                     batch = self._batch(chunks, self.step)
                     if self.prune_heads:
-                        heads_buf.bernoulli_(self.scores_heads.expand(K, -1), generator=self.generator)
+                        heads_buf.bernoulli_(
+                            self.scores_heads.expand(K, -1), generator=self.generator
+                        )
+                        if cfg.min_heads_per_layer:
+                            self._enforce_min_heads(heads_buf)
                     if self.prune_channels:
                         channels_buf.bernoulli_(
                             self.scores_channels.expand(K, -1), generator=self.generator
@@ -328,7 +347,10 @@ class PolicyGradientPruner:
                     record = {"step": self.step + 1, "lr": lr, "keep": self.keep_ratio()}
                     if not bool(valid.any()):
                         self.skipped_steps += 1
-                        if self.skipped_steps >= _MAX_SKIPPED and self.skipped_steps == self.step + 1:
+                        if (
+                            self.skipped_steps >= _MAX_SKIPPED
+                            and self.skipped_steps == self.step + 1
+                        ):
                             raise ValueError(
                                 f"all {K} losses were NaN/inf in each of the first {_MAX_SKIPPED} "
                                 "steps: the model gives non-finite losses on this data (check "
@@ -343,7 +365,13 @@ class PolicyGradientPruner:
                             w = cfg.baseline_window
                             self.baseline = (1 - 1 / w) * self.baseline + mean_loss / w
                         for prune, scores, masks, grad, work in (
-                            (self.prune_heads, self.scores_heads, heads_buf, grad_heads, work_heads),
+                            (
+                                self.prune_heads,
+                                self.scores_heads,
+                                heads_buf,
+                                grad_heads,
+                                work_heads,
+                            ),
                             (
                                 self.prune_channels,
                                 self.scores_channels,
@@ -364,7 +392,9 @@ class PolicyGradientPruner:
                         self.history.append(record)
                         if "loss" in record:
                             bar.set_postfix(
-                                loss=f"{record['loss']:.4f}", baseline=f"{self.baseline:.4f}", lr=f"{lr:.2e}"
+                                loss=f"{record['loss']:.4f}",
+                                baseline=f"{self.baseline:.4f}",
+                                lr=f"{lr:.2e}",
                             )
                     if eval_ids is not None and cfg.eval_steps and self.step % cfg.eval_steps == 0:
                         ppl = self._evaluate_in_loop(eval_ids)
@@ -378,6 +408,23 @@ class PolicyGradientPruner:
         self._scheduler_state = scheduler.state_dict()
         return self.history
 
+    @torch.no_grad()
+    def _enforce_min_heads(self, heads_buf: torch.Tensor) -> None:
+        """Switch on a layer's most probable heads where a sample keeps too few.
+
+        A layer without heads has no Llama-family representation, so the policy only
+        explores architectures the compressed model can hold (and the hard mask, which
+        keeps ``min_heads_per_layer`` per layer, agrees with what was learned).
+        """
+        need = self.config.min_heads_per_layer
+        for part, scores in zip(
+            heads_buf.split(self.head_sizes, dim=1), self.scores_heads.split(self.head_sizes)
+        ):
+            short = part.sum(1) < need
+            if bool(short.any()):
+                top = torch.topk(scores, need, sorted=False).indices
+                part[short.nonzero()[:, None], top] = 1.0
+
     def _reduce_device(self) -> torch.device:
         world, _ = _distributed()
         if world > 1 and torch.distributed.get_backend() == "nccl":
@@ -390,7 +437,10 @@ class PolicyGradientPruner:
         self.scores_heads.grad = torch.zeros_like(self.scores_heads)
         self.scores_channels.grad = torch.zeros_like(self.scores_channels)
         scheduler = get_scheduler(
-            cfg.lr_scheduler, optimizer, num_warmup_steps=0, num_training_steps=max(cfg.max_steps, 1)
+            cfg.lr_scheduler,
+            optimizer,
+            num_warmup_steps=0,
+            num_training_steps=max(cfg.max_steps, 1),
         )
         state = getattr(self, "_scheduler_state", None)
         if state:
@@ -418,7 +468,9 @@ class PolicyGradientPruner:
                 )
                 logits = self.model(input_ids=rows, use_cache=False).logits
                 total = 0.0
-                for i in range(rows.shape[0]):  # one row at a time: no full float32 copy of the logits
+                for i in range(
+                    rows.shape[0]
+                ):  # one row at a time: no full float32 copy of the logits
                     total += F.cross_entropy(logits[i].float(), labels[i], reduction="sum")
                 sums[k, 0] = total
                 sums[k, 1] = (labels != -100).sum()
@@ -464,7 +516,9 @@ class PolicyGradientPruner:
             else torch.ones(self.masks.num_heads)
         )
         channels = (
-            hard_mask(self.scores_channels, self.channel_sizes, keep, per_layer=per_layer)
+            hard_mask(
+                self.scores_channels, self.channel_sizes, keep, per_layer=per_layer, min_per_layer=0
+            )
             if self.prune_channels
             else torch.ones(self.masks.num_channels)
         )
@@ -483,7 +537,9 @@ class PolicyGradientPruner:
     def masked(self):
         """Context manager running ``self.model`` with the hard masks applied (no copy)."""
         heads, channels = self.hard_masks()
-        self.masks.set(heads if self.prune_heads else None, channels if self.prune_channels else None)
+        self.masks.set(
+            heads if self.prune_heads else None, channels if self.prune_channels else None
+        )
         return self.masks.applied()
 
     def _eval_ids(self, data) -> torch.Tensor:
@@ -499,9 +555,15 @@ class PolicyGradientPruner:
         from hf_faithful.evaluation.perplexity import perplexity
 
         heads, channels = self.hard_masks()
-        self.masks.set(heads if self.prune_heads else None, channels if self.prune_channels else None)
+        self.masks.set(
+            heads if self.prune_heads else None, channels if self.prune_channels else None
+        )
         return perplexity(
-            self.model, input_ids=eval_ids, seq_len=self.config.seq_len, device=self.device, progress=False
+            self.model,
+            input_ids=eval_ids,
+            seq_len=self.config.seq_len,
+            device=self.device,
+            progress=False,
         )
 
     def evaluate(self, data, *, max_chunks: int | None = None) -> float:
@@ -523,14 +585,18 @@ class PolicyGradientPruner:
         from hf_faithful.pruning.compress import compress_model
 
         heads, channels = self.hard_masks()
-        return compress_model(self.model, self.layers, heads, channels, provenance=self.provenance())
+        return compress_model(
+            self.model, self.layers, heads, channels, provenance=self.provenance()
+        )
 
     def provenance(self) -> dict[str, Any]:
         cfg = self.config
         base = getattr(getattr(self.model, "config", None), "_name_or_path", "") or None
         return {
             "base_model": cfg.extra.get("base_model", base),
-            "method": f"policy_gradient (init={cfg.init})" if cfg.max_steps else f"one-shot {cfg.init}",
+            "method": f"policy_gradient (init={cfg.init})"
+            if cfg.max_steps
+            else f"one-shot {cfg.init}",
             "sparsity": cfg.sparsity,
             "target": cfg.target,
             "budget": cfg.budget,
@@ -577,7 +643,10 @@ class PolicyGradientPruner:
     def load_state(self, path: str | os.PathLike) -> None:
         """Resume from :meth:`save_state` output (a file, or a folder holding one)."""
         tensors, metadata = load_prune_state(path)
-        if metadata.get("head_sizes") != self.head_sizes or metadata.get("channel_sizes") != self.channel_sizes:
+        if (
+            metadata.get("head_sizes") != self.head_sizes
+            or metadata.get("channel_sizes") != self.channel_sizes
+        ):
             raise ValueError(f"prune state {path} was made for a model with other layer sizes")
         self.scores_heads.copy_(tensors["scores_heads"])
         self.scores_channels.copy_(tensors["scores_channels"])
@@ -595,29 +664,29 @@ class PolicyGradientPruner:
         save_directory: str | os.PathLike,
         *,
         perplexity: dict[str, float] | None = None,
-        safe_serialization: bool = True,
-    ) -> Path:
+        compressed: torch.nn.Module | None = None,
+    ):
         """Save the compressed model, tokenizer, prune state and a model card.
 
-        ``perplexity`` (e.g. ``{"before": 66.1, "after": 84.2}``) goes into the card.
+        ``perplexity`` (e.g. ``{"before": 66.1, "after": 84.2}``) goes into the card;
+        ``compressed`` reuses a model from :meth:`compress`. Returns the saved model.
         """
         from hf_faithful.hub import pruned_model_card
 
         save_directory = Path(save_directory)
-        dense_params = sum(p.numel() for p in self.model.parameters())
-        pruned = self.compress()
+        pruned = compressed if compressed is not None else self.compress()
         pruned.save_pretrained(save_directory)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(save_directory)
         self.save_state(save_directory / STATE_FILE)
         card = pruned_model_card(
             pruned.config,
-            params_before=dense_params,
+            params_before=sum(p.numel() for p in self.model.parameters()),
             params_after=sum(p.numel() for p in pruned.parameters()),
             perplexity=perplexity,
         )
         card.save(save_directory / "README.md")
-        return save_directory
+        return pruned
 
     def push_to_hub(
         self,
@@ -635,5 +704,6 @@ class PolicyGradientPruner:
 
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp, perplexity=perplexity)
-            return push_folder(tmp, repo_id, private=private, token=token, commit_message=commit_message)
-
+            return push_folder(
+                tmp, repo_id, private=private, token=token, commit_message=commit_message
+            )

@@ -78,7 +78,9 @@ def collect_activation_stats(
     handles = []
     for i, layer in enumerate(layers):
         handles.append(
-            layer.attention.o_proj.register_forward_pre_hook(_accumulate(stats.o_sum[i], stats.o_sq[i]))
+            layer.attention.o_proj.register_forward_pre_hook(
+                _accumulate(stats.o_sum[i], stats.o_sq[i])
+            )
         )
         handles.append(
             layer.mlp.down_proj.register_forward_pre_hook(
@@ -125,9 +127,30 @@ def unit_metrics(
             d_metric = stats.variance("down", i) * d_w.pow(2).sum(0)
         elif method == "magnitude":
             hd, g = layer.head_dim, layer.group_size
-            q = attn.q_proj.weight.detach().double().pow(2).sum(1).view(layer.num_kv_heads, -1).sum(1)
-            k = attn.k_proj.weight.detach().double().pow(2).sum(1).view(layer.num_kv_heads, hd).sum(1)
-            v = attn.v_proj.weight.detach().double().pow(2).sum(1).view(layer.num_kv_heads, hd).sum(1)
+            q = (
+                attn.q_proj.weight.detach()
+                .double()
+                .pow(2)
+                .sum(1)
+                .view(layer.num_kv_heads, -1)
+                .sum(1)
+            )
+            k = (
+                attn.k_proj.weight.detach()
+                .double()
+                .pow(2)
+                .sum(1)
+                .view(layer.num_kv_heads, hd)
+                .sum(1)
+            )
+            v = (
+                attn.v_proj.weight.detach()
+                .double()
+                .pow(2)
+                .sum(1)
+                .view(layer.num_kv_heads, hd)
+                .sum(1)
+            )
             o = o_w.pow(2).sum(0).view(layer.num_kv_heads, g * hd).sum(1)
             heads.append((q + k + v + o).sqrt().cpu())
             gate = mlp.gate_proj.weight.detach().double().pow(2).sum(1)
@@ -233,7 +256,7 @@ def hard_mask(
     keep: float,
     *,
     per_layer: bool,
-    min_per_layer: int = 1,
+    min_per_layer: int = 0,
 ) -> torch.Tensor:
     """0/1 mask keeping the highest-scoring units: ``keep`` of the pool (global) or of
     every layer, and at least ``min_per_layer`` units in each layer."""

@@ -68,7 +68,9 @@ def _head_dim(attention: nn.Module, model: nn.Module) -> int:
             text_config.hidden_size // text_config.num_attention_heads if text_config else None
         )
     if not head_dim:
-        raise ValueError(f"cannot determine head_dim of attention module {type(attention).__name__}")
+        raise ValueError(
+            f"cannot determine head_dim of attention module {type(attention).__name__}"
+        )
     return int(head_dim)
 
 
@@ -89,7 +91,9 @@ def find_prunable_layers(model: nn.Module) -> list[PrunableLayer]:
                 f"head_dim={head_dim} in whole KV groups"
             )
         if attention.o_proj.in_features != q_out:
-            raise ValueError(f"layer {name}: o_proj takes {attention.o_proj.in_features} inputs, q_proj gives {q_out}")
+            raise ValueError(
+                f"layer {name}: o_proj takes {attention.o_proj.in_features} inputs, q_proj gives {q_out}"
+            )
         layers.append(
             PrunableLayer(
                 index=len(layers),
@@ -152,7 +156,9 @@ class UnitMasks:
         """Copy flat 0/1 (or fractional) masks into the per-layer buffers, in place."""
         if heads is not None:
             if heads.numel() != self.num_heads:
-                raise ValueError(f"heads mask has {heads.numel()} entries, expected {self.num_heads}")
+                raise ValueError(
+                    f"heads mask has {heads.numel()} entries, expected {self.num_heads}"
+                )
             for layer, buf, part in zip(
                 self.layers, self._head_buffers, heads.split(self.head_sizes)
             ):

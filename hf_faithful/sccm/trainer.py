@@ -32,8 +32,11 @@ _TOOL_TEMPLATE_FALLBACKS = {qwen2_5_vl_chat_template: qwen3_vl_chat_template}
 _QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
 
-def _model_type(model: Any) -> str | None:
-    config = AutoConfig.from_pretrained(model) if isinstance(model, str) else model.config
+def _model_type(model: Any, trust_remote_code: bool = False) -> str | None:
+    if isinstance(model, str):
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    else:
+        config = model.config
     return getattr(config, "model_type", None)
 
 
@@ -116,20 +119,17 @@ class SCCMRewardTrainer(GRPOTrainer):
         elif not isinstance(args, SCCMConfig):
             raise TypeError(
                 f"args must be an SCCMConfig (a GRPOConfig subclass), got {type(args).__name__}: "
-                "build it with SCCMConfig(**your_grpo_config.to_dict())"
+                "use SCCMConfig in place of GRPOConfig (same fields, plus the SCCM ones)"
             )
         if answerer is not None and not isinstance(answerer, AnswerBackend):
             raise TypeError(
                 f"answerer must have an answer(prompts, max_new_tokens, stop) method, got {type(answerer).__name__}"
             )
 
-        user_funcs = (
-            []
-            if reward_funcs is None
-            else list(reward_funcs)
-            if isinstance(reward_funcs, list)
-            else [reward_funcs]
-        )
+        if reward_funcs is None:
+            user_funcs = []
+        else:
+            user_funcs = list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
         sccm_weights = [float(args.sufficiency_weight), float(args.minimality_weight)]
         if args.reward_weights is None:
             weights = [1.0] * len(user_funcs) + sccm_weights
@@ -156,7 +156,7 @@ class SCCMRewardTrainer(GRPOTrainer):
                 "SCCMRewardTrainer trains vision-language models: processing_class must be a processor "
                 f"(ProcessorMixin), got {type(processing_class).__name__}"
             )
-        model_type = _model_type(model)
+        model_type = _model_type(model, args.trust_remote_code)
         self._use_tool_template(processing_class, model_type)
 
         if environment_factory is None:
@@ -167,6 +167,10 @@ class SCCMRewardTrainer(GRPOTrainer):
                 question_column=args.question_column,
                 answer_column=args.answer_column,
             )
+        if reward_processing_classes is not None:  # none for the two SCCM functions
+            if not isinstance(reward_processing_classes, list):
+                reward_processing_classes = [reward_processing_classes]
+            reward_processing_classes = [*reward_processing_classes, None, None]
         matcher = answer_match if answer_match is not None else args.answer_matcher()
         self._answerer = answerer
         sccm_funcs = [
@@ -190,16 +194,7 @@ class SCCMRewardTrainer(GRPOTrainer):
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
-            reward_processing_classes=(
-                None
-                if reward_processing_classes is None
-                else list(
-                    reward_processing_classes
-                    if isinstance(reward_processing_classes, list)
-                    else [reward_processing_classes]
-                )
-                + [None, None]
-            ),
+            reward_processing_classes=reward_processing_classes,
             callbacks=callbacks,
             optimizers=optimizers,
             quantization_config=quantization_config,

@@ -57,7 +57,11 @@ def tiny_causal_lm(architecture: str = "llama", seed: int = 0, **overrides) -> P
         # Qwen2's q/k/v biases start at zero; make them matter in the tests.
         with torch.no_grad():
             for layer in model.model.layers:
-                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                for proj in (
+                    layer.self_attn.q_proj,
+                    layer.self_attn.k_proj,
+                    layer.self_attn.v_proj,
+                ):
                     proj.bias.normal_(0, 0.1)
     return model.eval()
 

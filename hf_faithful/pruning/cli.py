@@ -1,0 +1,211 @@
+"""`hf-faithful prune`: policy-gradient structural pruning from the command line.
+
+With no model and no data it prunes the bundled reference model on the bundled
+calibration text (the last 30% of WikiText-2 valid) and reports WikiText-2 test
+perplexity before and after, with the paper's 128-token protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hf_faithful.pruning.config import (
+    BUDGETS,
+    ESTIMATORS,
+    INITS,
+    SCHEDULES,
+    TARGETS,
+    TRANSFORMS,
+    PruningConfig,
+)
+
+_DEFAULTS = PruningConfig()
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "prune",
+        help="prune attention heads and MLP channels with forward passes only",
+        description=(
+            "Policy-gradient structural pruning (arXiv 2406.10576). Learns which KV-head groups "
+            "and MLP channels to remove with forward passes only, then saves a genuinely "
+            "smaller model that reloads with AutoModelForCausalLM.from_pretrained. Without "
+            "MODEL and --calibration it prunes the bundled reference model on bundled text."
+        ),
+    )
+    p.add_argument(
+        "model", nargs="?", default=None, help="model folder or Hub id (default: reference model)"
+    )
+    p.add_argument(
+        "--sparsity",
+        type=float,
+        default=_DEFAULTS.sparsity,
+        help="fraction of units removed, in [0, 1)",
+    )
+    p.add_argument(
+        "--calibration", type=Path, default=None, help="UTF-8 text file (default: bundled text)"
+    )
+    p.add_argument(
+        "--output", type=Path, required=True, help="folder for the pruned model and checkpoints"
+    )
+    p.add_argument(
+        "--push-to-hub", metavar="REPO", default=None, help="also upload to this Hub repo"
+    )
+    p.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from OUTPUT/checkpoint.safetensors"
+    )
+
+    g = p.add_argument_group("what and how much to prune")
+    g.add_argument("--target", choices=TARGETS, default=_DEFAULTS.target)
+    g.add_argument("--budget", choices=BUDGETS, default=_DEFAULTS.budget)
+    g.add_argument("--min-heads-per-layer", type=int, default=_DEFAULTS.min_heads_per_layer)
+
+    g = p.add_argument_group("optimization")
+    g.add_argument("--steps", type=int, default=_DEFAULTS.max_steps)
+    g.add_argument(
+        "--num-samples", type=int, default=_DEFAULTS.num_samples, help="K masks per step"
+    )
+    g.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
+    g.add_argument("--seq-len", type=int, default=_DEFAULTS.seq_len)
+    g.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate)
+    g.add_argument("--lr-scheduler", choices=SCHEDULES, default=_DEFAULTS.lr_scheduler)
+    g.add_argument("--estimator", choices=ESTIMATORS, default=_DEFAULTS.estimator)
+    g.add_argument("--baseline-window", type=int, default=_DEFAULTS.baseline_window)
+    g.add_argument("--entropy-weight", type=float, default=_DEFAULTS.entropy_weight)
+    g.add_argument("--sparsity-warmup-steps", type=int, default=_DEFAULTS.sparsity_warmup_steps)
+    g.add_argument("--init", choices=INITS, default=_DEFAULTS.init)
+    g.add_argument("--init-transform", choices=TRANSFORMS, default=_DEFAULTS.init_transform)
+    g.add_argument("--init-state", default=None, help="prune state for --init state")
+    g.add_argument("--init-num-samples", type=int, default=_DEFAULTS.init_num_samples)
+    g.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+
+    g = p.add_argument_group("monitoring")
+    g.add_argument("--eval-steps", type=int, default=100, help="evaluate every N steps (0: never)")
+    g.add_argument(
+        "--eval-chunks", type=int, default=40, help="WikiText-2 test chunks per periodic evaluation"
+    )
+    g.add_argument(
+        "--save-steps", type=int, default=100, help="checkpoint every N steps (0: never)"
+    )
+    g.add_argument("--no-final-eval", action="store_true", help="skip perplexity before/after")
+    g.add_argument(
+        "--final-eval-chunks", type=int, default=None, help="cap the before/after evaluation (default: all)"
+    )
+
+    g = p.add_argument_group("loading")
+    g.add_argument("--device", default=None)
+    g.add_argument(
+        "--device-map", default=None, help='e.g. "auto" for models larger than one device'
+    )
+    g.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    g.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace) -> PruningConfig:
+    return PruningConfig(
+        sparsity=args.sparsity,
+        target=args.target,
+        budget=args.budget,
+        min_heads_per_layer=args.min_heads_per_layer,
+        num_samples=args.num_samples,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        learning_rate=args.lr,
+        lr_scheduler=args.lr_scheduler,
+        estimator=args.estimator,
+        baseline_window=args.baseline_window,
+        entropy_weight=args.entropy_weight,
+        sparsity_warmup_steps=args.sparsity_warmup_steps,
+        init=args.init,
+        init_transform=args.init_transform,
+        init_state_path=args.init_state,
+        init_num_samples=args.init_num_samples,
+        seed=args.seed,
+        eval_steps=args.eval_steps,
+        save_steps=args.save_steps,
+        output_dir=str(args.output),
+        extra={"base_model": args.model or "hf-faithful reference model"},
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from accelerate import PartialState
+
+    from hf_faithful.corpora import calibration_text, wikitext2_test
+    from hf_faithful.evaluation.perplexity import perplexity, tokenize_text
+    from hf_faithful.pruning.pruner import CHECKPOINT_FILE, PolicyGradientPruner
+    from hf_faithful.reference import load_causal_lm
+
+    config = _config(args)  # bad settings fail before anything is loaded
+    for name in ("eval_chunks", "final_eval_chunks"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.calibration is not None and not args.calibration.is_file():
+        raise FileNotFoundError(f"--calibration file not found: {args.calibration}")
+    checkpoint = args.output / CHECKPOINT_FILE
+    if args.resume and not checkpoint.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
+    calibration = (
+        args.calibration.read_text(encoding="utf-8") if args.calibration else calibration_text()
+    )
+
+    state = PartialState()
+    main = state.is_main_process
+    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    model, tokenizer = load_causal_lm(
+        args.model,
+        dtype=getattr(torch, args.dtype),
+        device=device if args.device_map is None else None,
+        device_map=args.device_map,
+        trust_remote_code=args.trust_remote_code,
+    )
+    pruner = PolicyGradientPruner(model, tokenizer, config)
+    test_ids = tokenize_text(tokenizer, wikitext2_test())
+    eval_ids = test_ids[: args.eval_chunks * config.seq_len]
+    if args.final_eval_chunks is not None:
+        test_ids = test_ids[: args.final_eval_chunks * config.seq_len]
+    say = print if main else (lambda *a, **k: None)
+
+    ppl: dict[str, float] = {}
+    if not args.no_final_eval and main and not args.resume:
+        ppl["before"] = perplexity(
+            model, input_ids=test_ids, seq_len=config.seq_len, device=pruner.device
+        )
+        say(f"dense model: WikiText-2 test perplexity {ppl['before']:.3f}")
+    pruner.fit(
+        calibration,
+        eval_data=eval_ids if args.eval_steps else None,
+        resume_from_checkpoint=checkpoint if args.resume else None,
+    )
+    if not main:
+        return 0
+    compressed = pruner.compress()
+    if not args.no_final_eval:
+        ppl["after"] = perplexity(
+            compressed, input_ids=test_ids, seq_len=config.seq_len, device=pruner.device
+        )
+    pruner.save_pretrained(args.output, perplexity=ppl or None, compressed=compressed)
+    if checkpoint.is_file():
+        checkpoint.unlink()  # the saved prune state supersedes it
+    sizes = pruner.layer_sizes()
+    dense = sum(p.numel() for p in model.parameters())
+    pruned = sum(p.numel() for p in compressed.parameters())
+    say(f"kept KV heads per layer: {sizes['num_key_value_heads']}")
+    say(f"kept MLP channels per layer: {sizes['intermediate_size']}")
+    say(f"parameters: {dense:,} -> {pruned:,} ({pruned / dense:.1%})")
+    if "after" in ppl:
+        before = f"{ppl['before']:.3f} -> " if "before" in ppl else ""
+        say(f"WikiText-2 test perplexity: {before}{ppl['after']:.3f}")
+    say(f"saved to {args.output}")
+    if args.push_to_hub:
+        url = pruner.push_to_hub(
+            args.push_to_hub, perplexity=ppl or None, private=args.private or None
+        )
+        say(f"pushed to {url}")
+    return 0

@@ -1,0 +1,241 @@
+"""Compressed models: masked vs compressed logits, save/reload (also without
+hf_faithful installed), Hub upload, prune state and resuming a killed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import site
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from hf_faithful.pruning import PolicyGradientPruner, PrunedLlamaForCausalLM, PruningConfig
+from hf_faithful.pruning.compress import compress_model
+from hf_faithful.pruning.pruner import CHECKPOINT_FILE, load_prune_state
+from hf_faithful.pruning.units import UnitMasks, find_prunable_layers
+from hf_faithful.testing.tiny_llama import ARCHITECTURES, byte_tokenizer, tiny_causal_lm
+
+torch.set_num_threads(1)
+X = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
+
+
+def _masks(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    heads = torch.tensor([1.0, 1.0, 0.0, 0.0])  # layer 1 loses every head
+    channels = (torch.rand(96, generator=gen) > 0.6).float()
+    return heads, channels
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("heads", [[1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]])
+def test_masked_equals_compressed(arch, heads):
+    model = tiny_causal_lm(arch, **({"attention_bias": True} if arch == "llama" else {}))
+    layers = find_prunable_layers(model)
+    heads = torch.tensor(heads)
+    channels = _masks()[1]
+    masks = UnitMasks(layers)
+    masks.set(heads, channels)
+    with torch.no_grad(), masks.applied():
+        masked = model(X).logits
+    pruned = compress_model(model, layers, heads, channels)
+    with torch.no_grad():
+        compressed = pruned(X).logits
+    torch.testing.assert_close(compressed, masked, rtol=1e-5, atol=1e-5)
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    kept = [int(p.sum()) for p in heads.split(2)]
+    assert pruned.config.num_key_value_heads_per_layer == kept
+    assert pruned.config.num_attention_heads_per_layer == [2 * k for k in kept]
+    assert pruned.config.intermediate_size_per_layer == [int(p.sum()) for p in channels.split(48)]
+    # generation with the KV cache agrees with generation without it
+    prompt = X[:1, :6]
+    cached = pruned.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=True)
+    uncached = pruned.generate(prompt, max_new_tokens=8, do_sample=False, use_cache=False)
+    assert cached.tolist() == uncached.tolist()
+
+
+def _pruner(arch="llama", **overrides):
+    cfg = dict(sparsity=0.5, max_steps=6, batch_size=2, seq_len=16, init="wanda_sp", seed=1)
+    cfg.update(overrides)
+    return PolicyGradientPruner(tiny_causal_lm(arch), byte_tokenizer(), PruningConfig(**cfg))
+
+
+TEXT = "It was the best of times, it was the worst of times. " * 20
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folders = {}
+    for arch in ("llama", "qwen3"):
+        pruner = _pruner(arch)
+        pruner.fit(TEXT, progress=False)
+        folder = tmp_path_factory.mktemp(arch)
+        pruned = pruner.save_pretrained(folder, perplexity={"before": 9.5, "after": 11.25})
+        with torch.no_grad(), pruner.masked():
+            masked = pruner.model(X).logits
+        folders[arch] = (folder, pruner, pruned, masked)
+    return folders
+
+
+def test_saved_folder_contents(saved):
+    folder, pruner, pruned, _ = saved["llama"]
+    files = set(os.listdir(folder))
+    assert {
+        "config.json",
+        "model.safetensors",
+        "modeling_pruned.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "prune_state.safetensors",
+        "README.md",
+    } <= files
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "modeling_pruned.PrunedLlamaConfig",
+        "AutoModelForCausalLM": "modeling_pruned.PrunedLlamaForCausalLM",
+    }
+    sizes = pruner.layer_sizes()
+    assert config["num_key_value_heads_per_layer"] == sizes["num_key_value_heads"]
+    assert config["intermediate_size_per_layer"] == sizes["intermediate_size"]
+    assert config["text_config"]["model_type"] == "llama"
+    assert config["pruning"]["sparsity"] == 0.5 and config["pruning"]["steps"] == 6
+    assert "policy_gradient" in config["pruning"]["method"]
+    modeling = (folder / "modeling_pruned.py").read_text()
+    assert "hf_faithful" not in modeling.replace("hf-faithful", "")
+    tensors, meta = load_prune_state(folder)
+    torch.testing.assert_close(tensors["scores_heads"], pruner.scores_heads)
+    assert tensors["mask_heads"].sum() == 2 and meta["step"] == 6
+    card = (folder / "README.md").read_text()
+    params_before = sum(p.numel() for p in pruner.model.parameters())
+    assert f"{params_before:,}" in card and f"{sum(p.numel() for p in pruned.parameters()):,}" in card
+    assert "11.250" in card and "value: 11.25" in card and "9.500" in card
+
+
+def test_reload_with_hf_faithful_installed(saved):
+    for folder, _, _, masked in saved.values():
+        model = AutoModelForCausalLM.from_pretrained(folder)  # registered: no remote code
+        assert isinstance(model, PrunedLlamaForCausalLM)
+        with torch.no_grad():
+            torch.testing.assert_close(model(X).logits, masked, rtol=1e-5, atol=1e-5)
+
+
+RELOAD = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.append(sys.argv[1])  # site-packages without .pth files: no editable hf_faithful
+    try:
+        import hf_faithful
+        raise SystemExit("hf_faithful is importable")
+    except ImportError:
+        pass
+    import torch
+    from transformers import AutoModelForCausalLM
+    out = {}
+    for folder in sys.argv[2:]:
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+        x = torch.tensor(json.loads(sys.stdin.readline()))
+        with torch.no_grad():
+            logits = model(x).logits
+        cached = model.generate(x[:1, :6], max_new_tokens=8, do_sample=False, use_cache=True)
+        plain = model.generate(x[:1, :6], max_new_tokens=8, do_sample=False, use_cache=False)
+        out[folder] = {
+            "module": type(model).__module__,
+            "logits": logits.tolist(),
+            "cached": cached.tolist(),
+            "plain": plain.tolist(),
+            "params": sum(p.numel() for p in model.parameters()),
+        }
+    print(json.dumps(out))
+    """
+)
+
+
+def test_reload_in_a_clean_process_without_hf_faithful(saved, tmp_path):
+    site_packages = next(p for p in site.getsitepackages() if p.endswith("site-packages"))
+    folders = [str(v[0]) for v in saved.values()]
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", RELOAD, site_packages, *folders],
+        input="\n".join(json.dumps(X.tolist()) for _ in folders) + "\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ.get("PATH", ""), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for folder, _, pruned, masked in saved.values():
+        got = results[str(folder)]
+        assert got["module"].startswith("transformers_modules.")
+        torch.testing.assert_close(torch.tensor(got["logits"]), masked, rtol=1e-5, atol=1e-5)
+        assert got["cached"] == got["plain"]
+        assert got["params"] == sum(p.numel() for p in pruned.parameters())
+
+
+class FakeApi:
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, *, folder_path, repo_id, **kwargs):
+        self.calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path))))
+        return type("Commit", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
+
+
+def test_push_to_hub_uploads_the_saved_folder(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    api = FakeApi()
+    monkeypatch.setattr("hf_faithful.hub.HfApi", lambda token=None: api)
+    pruner = _pruner(max_steps=2)
+    pruner.fit(TEXT, progress=False)
+    url = pruner.push_to_hub("me/tiny-pruned", private=True)
+    assert url == "https://huggingface.co/me/tiny-pruned/commit/abc"
+    (name, repo, kwargs), (name2, repo2, files) = api.calls
+    assert (name, repo, kwargs["private"]) == ("create_repo", "me/tiny-pruned", True)
+    assert name2 == "upload_folder" and {"model.safetensors", "modeling_pruned.py", "README.md"} <= set(files)
+    with pytest.raises(ValueError, match="repo_id"):
+        pruner.push_to_hub("not a repo")
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    full = _pruner(max_steps=6, learning_rate=0.3)
+    full.fit(TEXT, progress=False)
+
+    killed = _pruner(max_steps=6, learning_rate=0.3, save_steps=2, output_dir=str(tmp_path))
+    original = PolicyGradientPruner._sample_losses
+    calls = {"n": 0}
+
+    def dying(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # killed during step 5, after the step-4 checkpoint
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PolicyGradientPruner, "_sample_losses", dying)
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit(TEXT, progress=False)
+    monkeypatch.setattr(PolicyGradientPruner, "_sample_losses", original)
+    assert (tmp_path / CHECKPOINT_FILE).is_file() and not list(tmp_path.glob("*.tmp"))
+
+    resumed = _pruner(max_steps=6, learning_rate=0.3, save_steps=2, output_dir=str(tmp_path))
+    resumed.fit(TEXT, resume_from_checkpoint=True, progress=False)
+    assert resumed.step == 6
+    torch.testing.assert_close(resumed.scores_heads, full.scores_heads, rtol=0, atol=1e-6)
+    torch.testing.assert_close(resumed.scores_channels, full.scores_channels, rtol=0, atol=1e-6)
+    assert resumed.baseline == pytest.approx(full.baseline)
+
+
+def test_warm_start_from_a_saved_state(saved):
+    folder, pruner, _, _ = saved["llama"]
+    warm = _pruner(init="state", init_state_path=str(folder), max_steps=0)
+    warm.fit(TEXT, progress=False)
+    torch.testing.assert_close(warm.scores_heads, pruner.scores_heads)
+    assert warm.hard_masks()[1].tolist() == pruner.hard_masks()[1].tolist()
+    with pytest.raises(ValueError, match="does not match"):
+        _pruner(arch="qwen3", init="state", init_state_path=str(folder), target="channels").initialize()

@@ -1,0 +1,344 @@
+"""Real GRPO training steps with SCCMRewardTrainer on the tiny offline VLM.
+
+The random tiny model never calls a tool by itself, so its generation is scripted
+(``script_generation``): the rollouts really go through TRL's multi-turn tool loop, the
+zoom-in environment, the crops fed back as images, the sufficiency queries answered by
+the policy's own ``generate``, and a real optimizer step.
+
+Script (128x128 red image, reference "red", 4 generations per prompt):
+  rollout 0: zoom into the top-left quarter -> 64x64 crop (4 vision tokens)
+  rollout 1: zoom into the whole image      -> 128x128 crop (16 vision tokens)
+  rollout 2: a 10 px box, refused by the tool (min side 30)
+  rollout 3: broken tool-call JSON, never reaches the tool
+then every rollout answers <answer>red</answer>. Sufficiency queries are answered "red"
+when they carry at most 4 vision tokens, else "blue". Hence, hand-computed:
+  r_s = [1, 0, 0, 0] -> mean 0.25;  r_m = [1 - 1/4, 0 (gated), 0, 0] -> mean 0.1875.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import torch
+from datasets import Dataset
+from PIL import Image
+
+from hf_faithful.faithfulness.backends import LocalVLMBackend
+from hf_faithful.sccm.config import SCCMConfig
+from hf_faithful.sccm.data import load_deepeyes
+from hf_faithful.sccm.trainer import SCCMRewardTrainer
+from hf_faithful.testing.tiny_vlm import (
+    CHAT_TEMPLATES,
+    build_tiny_vlm,
+    load_tiny_vlm,
+    save_tiny_vlm,
+    script_generation,
+)
+
+CALL = (
+    '<tool_call>\n{{"name": "image_zoom_in_tool", "arguments": {{"bbox_2d": {box}}}}}\n</tool_call>'
+)
+BROKEN = (
+    '<tool_call>\n{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [0, 0, 64}}\n</tool_call>'
+)
+
+
+def make_script(scale: float = 1.0, record: list | None = None, model=None):
+    """First turn per rollout index, then an answer; sufficiency replies by crop size."""
+
+    def box(*xs):
+        return json.dumps([round(x * scale) for x in xs])
+
+    first = [
+        "<think>the color is in the corner</think>" + CALL.format(box=box(0, 0, 64, 64)),
+        CALL.format(box=box(0, 0, 128, 128)),
+        CALL.format(box=box(10, 10, 20, 20)),
+        BROKEN,
+    ]
+
+    def script(prompt: str, row: int) -> str:
+        if "<tools>" not in prompt:  # a sufficiency query: crops + question, no tools
+            if record is not None:
+                record.append((model.training, prompt.count("<|vision_start|>")))
+            return (
+                "<answer>red</answer>"
+                if prompt.count("<|image_pad|>") <= 4
+                else "<answer>blue</answer>"
+            )
+        if prompt.count("<tool_response>") == 0:
+            return first[row % 4]
+        return "<answer>red</answer>"
+
+    return script
+
+
+def dataset(n: int = 1, answer: str | None = "red") -> Dataset:
+    image = Image.new("RGB", (128, 128), (230, 20, 20))
+    return load_deepeyes(
+        Dataset.from_dict(
+            {
+                "image": [image] * n,
+                "question": ["What color is the image?"] * n,
+                "answer": [answer] * n,
+            }
+        )
+    )
+
+
+def config(tmp_path, **kwargs) -> SCCMConfig:
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_steps=1,
+        max_completion_length=256,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        beta=0.0,
+        seed=0,
+    )
+    return SCCMConfig(**(defaults | kwargs))
+
+
+def answered_format(completions, **kwargs):
+    """A user reward kept next to the SCCM ones."""
+    return [1.0 if "<answer>" in json.dumps(c, default=str) else 0.0 for c in completions]
+
+
+def logs(trainer) -> dict:
+    return trainer.state.log_history[0]
+
+
+@pytest.fixture(scope="module")
+def qwen3_path(tmp_path_factory):
+    return save_tiny_vlm(tmp_path_factory.mktemp("tiny") / "qwen3_vl", family="qwen3_vl")
+
+
+def test_sccm_step_qwen3_hand_computed(tmp_path, qwen3_path):
+    model, processor = load_tiny_vlm(qwen3_path)
+    record: list = []
+    # Qwen3-VL: box_coords="auto" reads boxes in 0..1000.
+    script_generation(model, processor.tokenizer, make_script(1000 / 128, record, model))
+    args = config(tmp_path, sufficiency_weight=2.0, minimality_weight=0.5, sufficiency_batch_size=1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = SCCMRewardTrainer(
+        model,
+        reward_funcs=answered_format,
+        args=args,
+        train_dataset=dataset(),
+        processing_class=processor,
+    )
+    assert trainer.reward_func_names == ["answered_format", "sccm_sufficiency", "sccm_minimality"]
+    assert trainer.reward_weights.tolist() == [1.0, 2.0, 0.5]
+    assert args.reward_weights is None  # the caller's config is left alone
+    assert trainer.environments is None or all(
+        e.rules.coords == "normalized_1000" for e in trainer.environments
+    )
+    trainer.train()
+
+    log = logs(trainer)
+    assert log["rewards/sccm_sufficiency/mean"] == pytest.approx(0.25)
+    assert log["rewards/sccm_minimality/mean"] == pytest.approx(0.1875)
+    assert log["rewards/answered_format/mean"] == pytest.approx(
+        0.75
+    )  # broken JSON ends without answer
+    assert log["reward"] == pytest.approx(0.75 + 2.0 * 0.25 + 0.5 * 0.1875)
+    assert log["tools/call_frequency"] == pytest.approx(3 / 4)  # the broken call never parsed
+    assert log["tools/failure_frequency"] == pytest.approx(1 / 3)  # the refused box
+    assert log["sccm/failed_tool_calls_per_rollout"] == pytest.approx(2 / 4)  # refused + broken
+    assert log["sccm/crops_per_rollout"] == pytest.approx(2 / 4)
+    assert log["sccm/crop_area_fraction"] == pytest.approx((0.25 + 1.0) / 2)
+    envs = trainer.environments
+    assert [len(e.crops) for e in envs] == [1, 1, 0, 0]
+    assert [e.sufficient for e in envs] == [True, False, None, None]
+    assert envs[2].errors and "too small" in envs[2].errors[0]
+    # Two sufficiency queries (batch size 1), each with exactly one crop, answered by the
+    # policy in eval mode; training mode is back afterwards.
+    assert record == [(False, 1), (False, 1)]
+    assert model.training
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed, "the optimizer step did not change the policy"
+
+
+def test_qwen2_5_stock_template_beta_and_path_model(tmp_path):
+    # The stock Qwen2.5-VL template cannot render tool calls: the trainer swaps in TRL's
+    # Qwen3-VL one. The model is given as a path, so the beta != 0 reference reloads from it.
+    path = save_tiny_vlm(
+        tmp_path / "qwen25", family="qwen2_5_vl", chat_template=CHAT_TEMPLATES["qwen2_5_vl"]
+    )
+    _, processor = load_tiny_vlm(path)
+    assert processor.chat_template == CHAT_TEMPLATES["qwen2_5_vl"]
+    trainer = SCCMRewardTrainer(
+        path, args=config(tmp_path, beta=0.1), train_dataset=dataset(), processing_class=processor
+    )
+    assert processor.chat_template == CHAT_TEMPLATES["qwen3_vl"]
+    assert trainer.ref_model is not None
+    assert trainer.reward_func_names == ["sccm_sufficiency", "sccm_minimality"]
+    script_generation(trainer.model, processor.tokenizer, make_script())  # absolute pixels
+    trainer.train()
+    log = logs(trainer)
+    assert log["rewards/sccm_sufficiency/mean"] == pytest.approx(0.25)
+    assert log["rewards/sccm_minimality/mean"] == pytest.approx(0.1875)
+    assert "kl" in log
+
+
+def test_lora_training(tmp_path, qwen3_path):
+    from peft import LoraConfig
+
+    model, processor = load_tiny_vlm(qwen3_path)
+    script_generation(model, processor.tokenizer, make_script(1000 / 128))
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = SCCMRewardTrainer(
+        model,
+        args=config(tmp_path, learning_rate=5e-2),
+        train_dataset=dataset(),
+        processing_class=processor,
+        peft_config=LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+        ),
+    )
+    lora_before = {
+        n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n
+    }
+    trainer.train()
+    log = logs(trainer)
+    assert log["rewards/sccm_sufficiency/mean"] == pytest.approx(0.25)
+    assert log["rewards/sccm_minimality/mean"] == pytest.approx(0.1875)
+    peft_model = trainer.model
+    lora = {n: p for n, p in peft_model.named_parameters() if "lora_" in n}
+    assert lora and all(p.requires_grad for p in lora.values())
+    assert any(not torch.equal(p, lora_before[n]) for n, p in lora.items()), (
+        "adapters did not train"
+    )
+    frozen = {
+        n.replace("base_model.model.", "").replace(".base_layer", ""): p
+        for n, p in peft_model.named_parameters()
+        if "lora_" not in n
+    }
+    assert set(frozen) == set(base)
+    assert all(torch.equal(frozen[n], base[n]) for n in base), "base weights moved under LoRA"
+
+
+class _Endpoint(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /chat/completions that always answers red, recording requests."""
+
+    requests: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(body)
+        reply = json.dumps(
+            {"choices": [{"message": {"role": "assistant", "content": "<answer>Red</answer>"}}]}
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(reply.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_openai_answerer_and_own_answer_without_reference(tmp_path, qwen3_path):
+    server = HTTPServer(("127.0.0.1", 0), _Endpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        model, processor = load_tiny_vlm(qwen3_path)
+        script_generation(model, processor.tokenizer, make_script(1000 / 128))
+        args = config(
+            tmp_path,
+            answerer="openai",
+            answerer_model="judge-vl",
+            answerer_base_url=f"http://127.0.0.1:{server.server_port}/v1",
+        )
+        trainer = SCCMRewardTrainer(
+            model, args=args, train_dataset=dataset(answer=None), processing_class=processor
+        )
+        trainer.train()
+    finally:
+        server.shutdown()
+    # No reference: each crop's reply ("Red") is compared with the rollout's own answer ("red").
+    log = logs(trainer)
+    assert log["rewards/sccm_sufficiency/mean"] == pytest.approx(2 / 4)
+    assert log["rewards/sccm_minimality/mean"] == pytest.approx(
+        (0.75 + 0.0) / 4
+    )  # full crop: 1 - 1
+    assert len(_Endpoint.requests) == 2
+    content = _Endpoint.requests[0]["messages"][0]["content"]
+    assert [p["type"] for p in content] == ["image_url", "text"]
+    assert _Endpoint.requests[0]["model"] == "judge-vl"
+
+
+def test_answerer_object_and_no_crop_none(tmp_path, qwen3_path):
+    # Another local VLM answers (its reply is scripted to "blue": never sufficient), and
+    # rollouts without crops are left out (None) instead of scoring 0.
+    model, processor = load_tiny_vlm(qwen3_path)
+    script_generation(model, processor.tokenizer, make_script(1000 / 128))
+    judge, judge_processor = build_tiny_vlm(seed=7)
+    script_generation(judge, judge_processor.tokenizer, lambda prompt, row: "<answer>blue</answer>")
+    trainer = SCCMRewardTrainer(
+        model,
+        args=config(tmp_path, no_crop_reward=None),
+        train_dataset=dataset(),
+        processing_class=processor,
+        answerer=LocalVLMBackend(judge, judge_processor),
+    )
+    trainer.train()
+    log = logs(trainer)
+    assert log["rewards/sccm_sufficiency/mean"] == pytest.approx(
+        0.0
+    )  # mean over the 2 cropped rollouts
+    assert log["rewards/sccm_minimality/mean"] == pytest.approx(0.0)
+
+
+def test_bad_arguments(tmp_path, qwen3_path):
+    from trl import GRPOConfig
+
+    model, processor = load_tiny_vlm(qwen3_path)
+    with pytest.raises(TypeError, match="SCCMConfig"):
+        SCCMRewardTrainer(
+            model, args=GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+        )
+    with pytest.raises(ValueError, match="reward_weights"):
+        SCCMRewardTrainer(
+            model,
+            reward_funcs=[answered_format],
+            args=config(tmp_path, reward_weights=[1.0, 1.0, 1.0]),
+            train_dataset=dataset(),
+            processing_class=processor,
+        )
+    with pytest.raises(TypeError, match="processor"):
+        SCCMRewardTrainer(
+            model,
+            args=config(tmp_path),
+            train_dataset=dataset(),
+            processing_class=processor.tokenizer,
+        )
+
+    class OtherEnv:
+        def reset(self, **row):
+            return None
+
+    with pytest.raises(TypeError, match="ZoomInEnvironment"):
+        SCCMRewardTrainer(
+            model,
+            args=config(tmp_path),
+            train_dataset=dataset(),
+            processing_class=processor,
+            environment_factory=OtherEnv,
+        )
+    processor.chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    model.config.model_type = "llava"  # an unknown family gets no fallback template
+    with pytest.raises(ValueError, match="cannot render tool calls"):
+        SCCMRewardTrainer(
+            model, args=config(tmp_path), train_dataset=dataset(), processing_class=processor
+        )

@@ -102,7 +102,7 @@ default model of every `hf-faithful` command that needs one.
 | architecture | Llama, {meta["layers"]} layers, hidden 256, MLP 768, 8 query / 4 KV heads, tied embeddings |
 | tokenizer | byte-level BPE, vocabulary {meta["vocab_size"]}, trained on the same text |
 | training text | 14 Project Gutenberg books (NLTK selection) + first 70% of WikiText-2 valid ({meta["train_tokens"]:,} tokens) |
-| training | {meta["steps"]} steps of {meta["batch_size"]} x {meta["seq_len"]} tokens, AdamW lr {meta["lr"]}, cosine, seed {meta["seed"]}, {meta["train_minutes"]:.1f} min on {meta["machine"]} |
+| training | {meta["steps"]} steps of {meta["batch_size"]} x {meta["seq_len"]} tokens, AdamW lr {meta["lr"]}, cosine, seed {meta["seed"]}, {meta["train_minutes"]:.1f} min wall-clock on {meta["machine"]} |
 | **WikiText-2 test perplexity** | **{meta["wikitext2_test_ppl"]:.2f}** (texts joined with "\\n\\n", non-overlapping 128-token chunks, exp of mean chunk loss) |
 | calibration split perplexity | {meta["calibration_ppl"]:.2f} (last 30% of WikiText-2 valid, never trained on) |
 

@@ -155,6 +155,8 @@ def _child(args, *extra: str) -> dict:
 
 
 def run_probe(mode: str, args) -> dict:
+    if args.in_process:
+        return probe(mode, args)
     return _child(args, "--_probe", mode)
 
 
@@ -219,6 +221,8 @@ def long_run(args) -> dict:
 
 
 def run_long(args) -> dict:
+    if args.in_process:
+        return long_run(args)
     return _child(args, "--_long")
 
 
@@ -320,7 +324,12 @@ def report(results: dict, info: dict, command: str) -> str:
         common.markdown_table(
             ["seq len", "K forwards (s)", "PG step (s)", "ratio"],
             [
-                [r["seq_len"], f"{r['forward_s'] * r['k']:.3f}", f"{r['pg_s']:.3f}", f"{r['ratio']:.3f}"]
+                [
+                    r["seq_len"],
+                    f"{r['forward_s'] * r['k']:.3f}",
+                    f"{r['pg_s']:.3f}",
+                    f"{r['ratio']:.3f}",
+                ]
                 for r in results["scaling"]["seq_len"]
             ],
         ),
@@ -329,7 +338,9 @@ def report(results: dict, info: dict, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_common_args(p)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
@@ -342,6 +353,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--sizes", nargs="+", default=["ref", "16m", "60m"])
     p.add_argument("--seq-lens", type=int, nargs="+", default=[64, 128, 256, 512])
     p.add_argument("--scale-rounds", type=int, default=2)
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="memory probes and the long run in this process (cheaper, less isolated; --quick)",
+    )
     p.add_argument("--_probe", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_long", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -350,6 +366,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             args.model = "random:tiny"
         args.batch, args.seq_len, args.steps, args.rounds = 2, 16, 2, 1
         args.long_steps, args.sizes, args.seq_lens, args.scale_rounds = 40, ["tiny"], [16, 32], 1
+        args.in_process = True
     if args._probe:
         print(json.dumps(probe(args._probe, args)))
         return None

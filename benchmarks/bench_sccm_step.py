@@ -176,6 +176,7 @@ def main() -> None:
     if args.steps <= args.warmup:
         parser.error("--steps must exceed --warmup")
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as workdir:
         path = save_tiny_vlm(os.path.join(workdir, "tiny"))
         times: dict[str, list[float]] = {"grpo": [], "sccm": []}
@@ -204,7 +205,9 @@ def main() -> None:
             f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '?')} python benchmarks/bench_sccm_step.py "
             f"--steps {args.steps} --warmup {args.warmup} --batch {args.batch} --repeats {args.repeats}`",
             f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} thread(s); {time.strftime('%Y-%m-%d', time.gmtime())}.",
+            f"{torch.get_num_threads()} thread(s); {time.strftime('%Y-%m-%d', time.gmtime())}; "
+            f"1-min load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end "
+            "(other jobs share the machine, so step times vary between runs).",
             "Setup: tiny offline Qwen3-VL (70k params), scripted turns (one zoom-in per rollout, then an "
             f"answer), {args.batch} rollouts per step (4 per prompt), same data and accuracy reward in both.",
             "",

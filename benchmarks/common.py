@@ -48,9 +48,7 @@ def add_common_args(parser, *, default_model: str = "reference") -> None:
         help="'reference' (bundled), a model folder / Hub id, or random:{tiny,ref,16m,60m,1b}",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"]
-    )
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     parser.add_argument(
         "--no-write", action="store_true", help="print only; leave RESULTS.md and results/ alone"
@@ -129,7 +127,9 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
         "device": device,
     }
     if device.startswith("cuda") and torch.cuda.is_available():

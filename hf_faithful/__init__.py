@@ -29,11 +29,23 @@ _EXPORTS: dict[str, str] = {
     "Box": "hf_faithful.mcot.zoom",
     "BoxRules": "hf_faithful.mcot.zoom",
     "zoom_in": "hf_faithful.mcot.zoom",
+    "load_traces": "hf_faithful.mcot.trace",
+    "parse_deepeyes": "hf_faithful.mcot.trace",
+    "parse_messages": "hf_faithful.mcot.trace",
     # faithfulness measurement
     "FaithfulnessEvaluator": "hf_faithful.faithfulness.evaluator",
+    "FaithfulnessConfig": "hf_faithful.faithfulness.evaluator",
+    "FaithfulnessJudge": "hf_faithful.faithfulness.judge",
+    "LocalVLMBackend": "hf_faithful.faithfulness.backends",
+    "OpenAIChatBackend": "hf_faithful.faithfulness.backends",
+    "compute_faithfulness": "hf_faithful.faithfulness.metric",
     # SCCM training
     "SCCMConfig": "hf_faithful.sccm.config",
     "SCCMRewardTrainer": "hf_faithful.sccm.trainer",
+    "ZoomInEnvironment": "hf_faithful.sccm.environment",
+    "SufficiencyReward": "hf_faithful.sccm.rewards",
+    "MinimalityReward": "hf_faithful.sccm.rewards",
+    "load_deepeyes": "hf_faithful.sccm.data",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -63,4 +75,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from hf_faithful.pruning.pruner import PolicyGradientPruner
     from hf_faithful.reference import REFERENCE_MODEL_DIR, load_reference_model
     from hf_faithful.sccm.config import SCCMConfig
+    from hf_faithful.sccm.data import load_deepeyes
+    from hf_faithful.sccm.environment import ZoomInEnvironment
+    from hf_faithful.sccm.rewards import MinimalityReward, SufficiencyReward
     from hf_faithful.sccm.trainer import SCCMRewardTrainer

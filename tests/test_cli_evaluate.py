@@ -9,7 +9,10 @@ from hf_faithful.cli import main
 
 def test_evaluate_defaults_to_the_reference_model(tmp_path, capsys):
     out = tmp_path / "results.json"
-    code = main(["evaluate", "--tasks", "hff_cloze", "--limit", "8", "--output", str(out)])
+    code = main(
+        ["evaluate", "--tasks", "hff_cloze", "--limit", "8", "--perplexity-chunks", "16"]
+        + ["--output", str(out)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "WikiText-2 test perplexity" in printed and "| hff_cloze | acc |" in printed

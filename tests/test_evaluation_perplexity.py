@@ -50,7 +50,9 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(reference_model):
     with torch.no_grad():
         model.lm_head.weight.zero_()  # uniform next-token distribution
     ids = torch.randint(0, 64, (200,))
-    assert perplexity(model, input_ids=ids, seq_len=50, progress=False) == pytest.approx(64, rel=1e-4)
+    assert perplexity(model, input_ids=ids, seq_len=50, progress=False) == pytest.approx(
+        64, rel=1e-4
+    )
 
 
 @pytest.mark.parametrize(

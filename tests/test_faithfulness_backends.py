@@ -6,6 +6,7 @@ the request, so tests can script a model that reads the crops or the reasoning.
 """
 
 import base64
+import copy
 import io
 import json
 import threading
@@ -75,7 +76,11 @@ class ChatServer:
                         "object": "chat.completion",
                         "model": body["model"],
                         "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop",
+                            }
                         ],
                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                     },
@@ -125,11 +130,20 @@ def test_endpoint_payload_images_stop_and_auth():
     image = Image.new("RGB", (40, 30), (255, 0, 0))
     prompt = [
         {"role": "system", "content": "sys"},
-        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "q"}]},
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": image}, {"type": "text", "text": "q"}],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "<answer>"}]},
     ]
     with ChatServer(respond) as server:
-        backend = OpenAIChatBackend(server.base_url, "m1", api_key="sk-test", continue_final_message=True, extra_body={"seed": 3})
+        backend = OpenAIChatBackend(
+            server.base_url,
+            "m1",
+            api_key="sk-test",
+            continue_final_message=True,
+            extra_body={"seed": 3},
+        )
         assert isinstance(backend, AnswerBackend)
         replies = backend.answer([prompt, prompt[:2]], max_new_tokens=7, stop=["</answer>"])
     assert replies == ["1 images", "1 images"]
@@ -207,8 +221,17 @@ def test_local_vlm_stop_strings_and_text_only_tokenizer(tiny_vlm):
     stop = full[2:4]
     (cut,) = LocalVLMBackend(model, processor).answer([prompt], max_new_tokens=6, stop=[stop])
     assert cut == full[: full.find(stop)]
-    text_only = LocalVLMBackend(model, processor.tokenizer)
-    image_prompt = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (32, 32))}]}]
+    tokenizer = copy.deepcopy(processor.tokenizer)
+    tokenizer.chat_template = processor.chat_template
+    text_only = LocalVLMBackend(model, tokenizer)
+    # a text-only tokenizer (e.g. a rewriter LM) renders text prompts like the processor
+    assert text_only.answer([prompt, [{"role": "user", "content": "hello"}]], max_new_tokens=6) == [
+        full,
+        full,
+    ]
+    image_prompt = [
+        {"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (32, 32))}]}
+    ]
     with pytest.raises(ValueError, match="text-only tokenizer"):
         text_only.answer([image_prompt])
 
@@ -217,8 +240,72 @@ def test_sampling_is_seeded(tiny_vlm):
     model, processor = tiny_vlm
     prompt = [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
     state = torch.random.get_rng_state()
-    a = LocalVLMBackend(model, processor, do_sample=True, seed=5).answer([prompt] * 2, max_new_tokens=8)
-    b = LocalVLMBackend(model, processor, do_sample=True, seed=5).answer([prompt] * 2, max_new_tokens=8)
+    a = LocalVLMBackend(model, processor, do_sample=True, seed=5).answer(
+        [prompt] * 2, max_new_tokens=8
+    )
+    b = LocalVLMBackend(model, processor, do_sample=True, seed=5).answer(
+        [prompt] * 2, max_new_tokens=8
+    )
     assert a == b
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
     assert np.all([isinstance(x, str) for x in a])
+
+
+def test_cached_backend_resumes_and_never_asks_twice(tmp_path):
+    from hf_faithful.faithfulness.backends import CachedBackend
+
+    image = Image.new("RGB", (8, 8), (1, 2, 3))
+    prompts = [
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": image}, {"type": "text", "text": str(i)}],
+            }
+        ]
+        for i in range(5)
+    ]
+    path = tmp_path / "cache.jsonl"
+    calls = []
+
+    class Flaky:
+        """Answers two chunks, then fails as an interrupted run would."""
+
+        def answer(self, batch, max_new_tokens=128, stop=None):
+            calls.append(len(batch))
+            if len(calls) == 3:
+                raise RuntimeError("connection lost")
+            return [p[0]["content"][1]["text"] + "!" for p in batch]
+
+    with pytest.raises(RuntimeError, match="connection lost"):
+        CachedBackend(Flaky(), path, namespace="m", chunk_size=2).answer(prompts + prompts[:1])
+    assert calls == [2, 2, 1]  # the duplicate prompt is asked once
+    with open(path, "a") as handle:
+        handle.write('{"key": "torn')  # a crash in the middle of a line
+    calls.clear()
+    cached = CachedBackend(Flaky(), path, namespace="m", chunk_size=2)
+    assert cached.answer(prompts) == ["0!", "1!", "2!", "3!", "4!"]
+    assert calls == [1]  # only the prompt lost in the interruption
+    calls.clear()
+    assert CachedBackend(Flaky(), path, namespace="m").answer(prompts[::-1]) == [
+        "4!",
+        "3!",
+        "2!",
+        "1!",
+        "0!",
+    ]
+    assert calls == []
+    other_image = [
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": Image.new("RGB", (8, 8))},
+                    {"type": "text", "text": "0"},
+                ],
+            }
+        ]
+    ]
+    CachedBackend(Flaky(), path, namespace="m").answer(other_image)
+    CachedBackend(Flaky(), path, namespace="other").answer(prompts[:1])
+    CachedBackend(Flaky(), path, namespace="m").answer(prompts[:1], max_new_tokens=7)
+    assert calls == [1, 1, 1]  # a different image, model or length is a different question

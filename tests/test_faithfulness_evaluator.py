@@ -28,7 +28,22 @@ PALETTE = {
     "purple": (140, 50, 170),
     "orange": (245, 140, 20),
 }
-COLOR_WORDS = ("red", "green", "blue", "yellow", "purple", "orange", "pink", "brown", "black", "white", "gray", "grey", "silver", "gold")
+COLOR_WORDS = (
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "orange",
+    "pink",
+    "brown",
+    "black",
+    "white",
+    "gray",
+    "grey",
+    "silver",
+    "gold",
+)
 
 
 def dominant_color(image) -> str:
@@ -63,7 +78,9 @@ def _config(**kw):
 def test_a_model_that_reads_its_crops_has_large_ate_v_and_no_ate_t(traces):
     config = _config(visual_interventions=("noise_gaussian", "blank", "other_region"))
     with ChatServer(crop_reader) as server:
-        report = FaithfulnessEvaluator(OpenAIChatBackend(server.base_url, "m"), config=config).evaluate(traces)
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=config
+        ).evaluate(traces)
     assert report.n_traces == 9 and report.n_valid == 8
     assert report.invalid[0]["source"] == "sample_traces.jsonl:9"
     assert report.accuracy.mean == 1.0 and report.control_accuracy.mean == 1.0
@@ -95,8 +112,12 @@ def test_a_model_that_reads_its_text_has_large_ate_t_and_no_ate_v(traces):
 
 def test_original_baseline_and_report_files(traces, tmp_path):
     with ChatServer(lambda body: "blue</answer>") as server:
-        config = _config(baseline="original", visual_interventions=("noise_gaussian",), text_corruptions=())
-        report = FaithfulnessEvaluator(OpenAIChatBackend(server.base_url, "m"), config=config).evaluate(traces)
+        config = _config(
+            baseline="original", visual_interventions=("noise_gaussian",), text_corruptions=()
+        )
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=config
+        ).evaluate(traces)
     # original answers all correct; "blue" is right for the two blue samples only
     assert report.control_accuracy.mean == 2 / 8
     assert report.ate_v.ate == pytest.approx(2 / 8 - 1) and report.ate_t is None
@@ -119,7 +140,9 @@ def test_judge_scores_through_an_endpoint(traces):
     valid = [t for t in traces if t.valid]
     with ChatServer(judge) as server:
         result = FaithfulnessJudge(OpenAIChatBackend(server.base_url, "j")).score(valid)
-        report = FaithfulnessEvaluator(judge=OpenAIChatBackend(server.base_url, "j"), config=_config()).evaluate(traces)
+        report = FaithfulnessEvaluator(
+            judge=OpenAIChatBackend(server.base_url, "j"), config=_config()
+        ).evaluate(traces)
     assert result.reliability == [0.7] * 8 and result.sufficiency == [1.0] * 8
     assert report.reliability.mean == pytest.approx(0.7) and report.sufficiency.mean == 1.0
     assert report.effects == {}  # no model under test: judge only
@@ -127,7 +150,16 @@ def test_judge_scores_through_an_endpoint(traces):
 
 @pytest.mark.parametrize(
     ("reply", "score"),
-    [("Score: 8", 0.8), ('{"score": 3}', 0.3), ("I'd say 9/10.", 0.9), ("5", 0.5), ("Yes.", 1.0), ("no", 0.0), ("Score: 12", None), ("hmm", None)],
+    [
+        ("Score: 8", 0.8),
+        ('{"score": 3}', 0.3),
+        ("I'd say 9/10.", 0.9),
+        ("5", 0.5),
+        ("Yes.", 1.0),
+        ("no", 0.0),
+        ("Score: 12", None),
+        ("hmm", None),
+    ],
 )
 def test_parse_judge_scores(reply, score):
     assert parse_score(reply) == (None if score is None else pytest.approx(score))
@@ -146,10 +178,16 @@ def test_trace_generation_with_the_zoom_tool():
         if len(request_images(body)) == 1:  # only the full image: zoom into the top left
             call = {"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [10, 10, 70, 70]}}
             return "<think>Look top left.</think>\n<tool_call>" + json.dumps(call) + "</tool_call>"
-        return "<think>I see it.</think><answer>" + dominant_color(request_images(body)[-1]) + "</answer>"
+        return (
+            "<think>I see it.</think><answer>"
+            + dominant_color(request_images(body)[-1])
+            + "</answer>"
+        )
 
     with ChatServer(agent) as server:
-        traces = FaithfulnessEvaluator(OpenAIChatBackend(server.base_url, "m")).generate_traces(questions)
+        traces = FaithfulnessEvaluator(OpenAIChatBackend(server.base_url, "m")).generate_traces(
+            questions
+        )
     assert all(r["stop"] == ["</tool_call>"] for r in server.requests)
     assert len(server.requests) == 4  # two turns for each of the two samples
     assert "image_zoom_in_tool" in request_text(server.requests[0], roles=("system",))
@@ -164,9 +202,15 @@ def test_trace_generation_with_the_zoom_tool():
 
 def test_generated_bad_tool_calls_are_flagged():
     questions = load_questions(f"{ASSETS}/sample_questions.jsonl")[:1]
-    with ChatServer(lambda body: '<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [5, 5, 1, 1]}}') as server:
+    with ChatServer(
+        lambda body: (
+            '<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [5, 5, 1, 1]}}'
+        )
+    ) as server:
         config = FaithfulnessConfig(max_tool_calls=2)
-        (trace,) = FaithfulnessEvaluator(OpenAIChatBackend(server.base_url, "m"), config=config).generate_traces(questions)
+        (trace,) = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=config
+        ).generate_traces(questions)
     assert len(server.requests) == 3  # max_tool_calls + 1 turns, then stop
     assert "Error: box is inverted" in json.dumps(server.requests[1]["messages"][-1])
     assert not trace.valid and any("inverted" in e for e in trace.errors)
@@ -180,7 +224,11 @@ def test_tiny_local_vlm_end_to_end(traces):
     config = _config(visual_interventions=("noise_gaussian", "shuffle"), max_turn_tokens=16)
     evaluator = FaithfulnessEvaluator(backend, judge=backend, config=config)
     report = evaluator.evaluate(traces)
-    assert report.n_valid == 8 and set(report.effects) == {"T:offline", "V:noise_gaussian", "V:shuffle"}
+    assert report.n_valid == 8 and set(report.effects) == {
+        "T:offline",
+        "V:noise_gaussian",
+        "V:shuffle",
+    }
     assert all(set(s["answers"]) == {"control", *report.effects} for s in report.samples)
     assert report.reliability is not None and report.sufficiency.n == 8
     again = evaluator.evaluate(traces[:3])  # greedy decoding: the measurement repeats exactly

@@ -73,15 +73,29 @@ def test_shuffle_gives_each_trace_the_crops_of_another(traces):
         intervene_visual(traces[:1], "shuffle")
     with pytest.raises(ValueError, match="one of"):
         intervene_visual(traces, "sepia")
-    assert set(VISUAL_INTERVENTIONS) == {"noise_gaussian", "noise_uniform", "blank", "other_region", "shuffle"}
+    assert set(VISUAL_INTERVENTIONS) == {
+        "noise_gaussian",
+        "noise_uniform",
+        "blank",
+        "other_region",
+        "shuffle",
+    }
 
 
 @pytest.mark.parametrize(
     ("text", "kinds", "expected"),
     [
-        ("The car is on the left, below the sign.", ("directions",), "The car is on the right, above the sign."),
+        (
+            "The car is on the left, below the sign.",
+            ("directions",),
+            "The car is on the right, above the sign.",
+        ),
         ("Left and UPPER.", ("directions",), "Right and LOWER."),
-        ("It is red. There isn't a dog. It cannot fly.", ("negations",), "It is not red. There is a dog. It can fly."),
+        (
+            "It is red. There isn't a dog. It cannot fly.",
+            ("negations",),
+            "It is not red. There is a dog. It can fly.",
+        ),
         ("No cues here.", ("colors",), "It is not the case that no cues here."),
     ],
 )
@@ -92,10 +106,17 @@ def test_offline_corruptions_hand_checked(text, kinds, expected):
 def test_numbers_and_colors_always_change():
     rng = np.random.default_rng(0)
     for _ in range(50):
-        text, edits = corrupt_text("I count 3 red cars and two blue ones, 2.5 m apart.", rng, ("numbers", "colors"))
+        text, edits = corrupt_text(
+            "I count 3 red cars and two blue ones, 2.5 m apart.", rng, ("numbers", "colors")
+        )
         assert edits == 5
         words = text.replace(",", "").split()
-        assert words[2] != "3" and words[3] not in ("red",) and words[6] != "two" and words[7] != "blue"
+        assert (
+            words[2] != "3"
+            and words[3] not in ("red",)
+            and words[6] != "two"
+            and words[7] != "blue"
+        )
         assert words[9] != "2.5"
     with pytest.raises(ValueError, match="kinds"):
         corrupt_text("x", 0, ("typos",))
@@ -118,7 +139,9 @@ def test_rewriter_endpoint_with_the_shipped_prompt(traces):
 
     with ChatServer(respond) as server:
         out = intervene_text(traces[:2], rewriter=OpenAIChatBackend(server.base_url, "rw"))
-    assert len(server.requests) == sum(len([s for s in t.steps if s.kind == "text"]) for t in traces[:2])
+    assert len(server.requests) == sum(
+        len([s for s in t.steps if s.kind == "text"]) for t in traces[:2]
+    )
     assert "factual mistakes" in request_text(server.requests[0])
     assert out[0].steps[0].text == traces[0].steps[0].text.replace("question", "QUESTION")
     # the last step has no "question": its rewrite is unchanged, so it is corrupted offline

@@ -37,7 +37,14 @@ def test_normalized_exact_match():
 
 @pytest.mark.parametrize(
     ("text", "letter"),
-    [("B", "B"), ("(c) a dog", "C"), ("D. cats", "D"), ("The answer is A.", "A"), ("option (b)", "B"), ("red", None)],
+    [
+        ("B", "B"),
+        ("(c) a dog", "C"),
+        ("D. cats", "D"),
+        ("The answer is A.", "A"),
+        ("option (b)", "B"),
+        ("red", None),
+    ],
 )
 def test_extract_choice(text, letter):
     assert extract_choice(text) == letter

@@ -75,10 +75,19 @@ def test_normalized_coordinates_for_qwen3_vl(image):
         ("<think>t</think>" + _call([400, 300, 500, 400]) + "<answer>a</answer>", "outside"),
         ("<think>t</think>" + _call([100, 100, 50, 150]) + "<answer>a</answer>", "inverted"),
         ("<think>t</think>" + _call([50, 50, 50, 150]) + "<answer>a</answer>", "zero area"),
-        ('<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [0, 0, NaN, 90]}}</tool_call><answer>a</answer>', "not finite"),
+        (
+            '<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [0, 0, NaN, 90]}}</tool_call><answer>a</answer>',
+            "not finite",
+        ),
         ("<think>t</think>" + _call([0, 0, 20, 20]) + "<answer>a</answer>", "too small"),
-        ("<think>t</think>" + _call([0, 0, 90, 90], name="crop") + "<answer>a</answer>", "unknown tool"),
-        ('<tool_call>{"name": "image_zoom_in_tool", "arguments": {}}</tool_call><answer>a</answer>', "no 'bbox_2d'"),
+        (
+            "<think>t</think>" + _call([0, 0, 90, 90], name="crop") + "<answer>a</answer>",
+            "unknown tool",
+        ),
+        (
+            '<tool_call>{"name": "image_zoom_in_tool", "arguments": {}}</tool_call><answer>a</answer>',
+            "no 'bbox_2d'",
+        ),
         ("<think>I think it is red.</think>", "missing final answer"),
         ("<think>t</think><answer></answer>", "empty final answer"),
         ("<think>unclosed <answer>red", "unclosed or stray tag"),
@@ -101,16 +110,32 @@ def test_trl_conversation_with_tool_calls_and_tool_images(image):
     crop = Image.new("RGB", (90, 60), "green")
     messages = [
         {"role": "system", "content": "You can zoom."},
-        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Color?"}]},
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": image}, {"type": "text", "text": "Color?"}],
+        },
         {
             "role": "assistant",
             "content": "<think>zoom</think>",
             "tool_calls": [
-                {"type": "function", "function": {"name": "image_zoom_in_tool", "arguments": '{"bbox_2d": [0, 0, 90, 60]}'}}
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "image_zoom_in_tool",
+                        "arguments": '{"bbox_2d": [0, 0, 90, 60]}',
+                    },
+                }
             ],
         },
-        {"role": "tool", "name": "image_zoom_in_tool", "content": [{"type": "image", "image": crop}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "<think>green</think><answer>green</answer>"}]},
+        {
+            "role": "tool",
+            "name": "image_zoom_in_tool",
+            "content": [{"type": "image", "image": crop}],
+        },
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "<think>green</think><answer>green</answer>"}],
+        },
     ]
     trace = parse_messages(messages)
     assert trace.valid, trace.errors
@@ -123,7 +148,15 @@ def test_trl_conversation_with_tool_calls_and_tool_images(image):
 def test_rendering_round_trips_through_the_parser(image):
     trace = parse_deepeyes(DEEPEYES, image, "What does the sign say?")
     messages = trace.to_messages(system_prompt="sys")
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
+    assert [m["role"] for m in messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+    ]
     images = [p["image"] for m in messages for p in m["content"] if p["type"] == "image"]
     assert images == [image, *trace.crops]
     again = parse_messages(messages)
@@ -150,8 +183,13 @@ def test_crops_only_messages_hold_no_full_image_and_no_reasoning(image):
 
 
 def test_parse_tool_call_formats():
-    assert parse_tool_call('{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [1, 2, 3, 4], "label": "x"}}') == ([1, 2, 3, 4], "x")
-    openai = {"type": "function", "function": {"name": "image_zoom_in_tool", "arguments": '{"bbox_2d": [1, 2, 3, 4]}'}}
+    assert parse_tool_call(
+        '{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [1, 2, 3, 4], "label": "x"}}'
+    ) == ([1, 2, 3, 4], "x")
+    openai = {
+        "type": "function",
+        "function": {"name": "image_zoom_in_tool", "arguments": '{"bbox_2d": [1, 2, 3, 4]}'},
+    }
     assert parse_tool_call(openai) == ([1, 2, 3, 4], None)
     with pytest.raises(ValueError, match="arguments are not valid JSON"):
         parse_tool_call({"name": "image_zoom_in_tool", "arguments": "{oops"})
@@ -164,9 +202,19 @@ def test_jsonl_file_every_bad_line_reported(tmp_path, image):
         json.dumps(good),
         "{not json",
         "",  # blank lines are skipped, numbering follows the file
-        json.dumps({"id": "b", "image": "missing.png", "question": "q", "response": "<answer>x</answer>"}),
+        json.dumps(
+            {"id": "b", "image": "missing.png", "question": "q", "response": "<answer>x</answer>"}
+        ),
         json.dumps({"id": "c", "image": "img.png", "question": "q"}),
-        json.dumps({"id": "d", "image": "img.png", "question": "q", "steps": [{"type": "zoom", "bbox_2d": [5, 5, 1, 1]}], "answer": "x"}),
+        json.dumps(
+            {
+                "id": "d",
+                "image": "img.png",
+                "question": "q",
+                "steps": [{"type": "zoom", "bbox_2d": [5, 5, 1, 1]}],
+                "answer": "x",
+            }
+        ),
         json.dumps([1, 2]),
         json.dumps({"id": "e", "image": "img.png", "response": "<answer>x</answer>"}),
     ]
@@ -200,6 +248,10 @@ def test_json_list_file_and_save_round_trip(tmp_path, image):
 
 def test_record_with_datasets_image_dict(image, tmp_path):
     image.save(tmp_path / "i.png")
-    record = {"question": "q", "images": [{"bytes": None, "path": str(tmp_path / "i.png")}], "response": "<answer>a</answer>"}
+    record = {
+        "question": "q",
+        "images": [{"bytes": None, "path": str(tmp_path / "i.png")}],
+        "response": "<answer>a</answer>",
+    }
     trace = trace_from_record(record)
     assert trace.valid and trace.image.size == (320, 240)

@@ -111,7 +111,9 @@ def test_saved_folder_contents(saved):
     assert tensors["mask_heads"].sum() == 2 and meta["step"] == 6
     card = (folder / "README.md").read_text()
     params_before = sum(p.numel() for p in pruner.model.parameters())
-    assert f"{params_before:,}" in card and f"{sum(p.numel() for p in pruned.parameters()):,}" in card
+    assert (
+        f"{params_before:,}" in card and f"{sum(p.numel() for p in pruned.parameters()):,}" in card
+    )
     assert "11.250" in card and "value: 11.25" in card and "9.500" in card
 
 
@@ -198,7 +200,11 @@ def test_push_to_hub_uploads_the_saved_folder(monkeypatch):
     assert url == "https://huggingface.co/me/tiny-pruned/commit/abc"
     (name, repo, kwargs), (name2, repo2, files) = api.calls
     assert (name, repo, kwargs["private"]) == ("create_repo", "me/tiny-pruned", True)
-    assert name2 == "upload_folder" and {"model.safetensors", "modeling_pruned.py", "README.md"} <= set(files)
+    assert name2 == "upload_folder" and {
+        "model.safetensors",
+        "modeling_pruned.py",
+        "README.md",
+    } <= set(files)
     with pytest.raises(ValueError, match="repo_id"):
         pruner.push_to_hub("not a repo")
 
@@ -237,5 +243,43 @@ def test_warm_start_from_a_saved_state(saved):
     warm.fit(TEXT, progress=False)
     torch.testing.assert_close(warm.scores_heads, pruner.scores_heads)
     assert warm.hard_masks()[1].tolist() == pruner.hard_masks()[1].tolist()
+    other = tiny_causal_lm("llama", intermediate_size=40)
+    cfg = PruningConfig(init="state", init_state_path=str(folder))
     with pytest.raises(ValueError, match="does not match"):
-        _pruner(arch="qwen3", init="state", init_state_path=str(folder), target="channels").initialize()
+        PolicyGradientPruner(other, config=cfg).initialize()
+
+
+@pytest.mark.slow
+def test_lm_eval_cli_evaluates_the_pruned_folder(saved, tmp_path):
+    from hf_faithful.evaluation.harness import TASKS_DIR
+
+    folder = saved["llama"][0]
+    lm_eval = os.path.join(os.path.dirname(sys.executable), "lm_eval")
+    proc = subprocess.run(
+        [
+            lm_eval,
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={folder},trust_remote_code=True",
+            "--tasks",
+            "hff_cloze",
+            "--include_path",
+            str(TASKS_DIR),
+            "--device",
+            "cpu",
+            "--limit",
+            "4",
+            "--batch_size",
+            "2",
+            "--output_path",
+            str(tmp_path / "results"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "hff_cloze" in proc.stdout and "acc" in proc.stdout

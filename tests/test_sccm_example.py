@@ -41,4 +41,15 @@ def test_demo_runs_offline_and_logs_sccm_rewards():
 def test_cli_requires_model_and_data(tmp_path):
     example = _load()
     with pytest.raises(SystemExit, match="--model and --data"):
-        example.main(["--output_dir", str(tmp_path), "--data", "x.parquet"])
+        example.main(
+            [
+                "--output_dir",
+                str(tmp_path),
+                "--use_cpu",
+                "True",
+                "--bf16",
+                "False",
+                "--data",
+                "x.parquet",
+            ]
+        )

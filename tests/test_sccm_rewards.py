@@ -155,7 +155,7 @@ def test_own_answer_missing_counts_as_insufficient():
     answerer = RecordingAnswerer({})
     suff = SufficiencyReward(answerer, exact_match, PROMPT)
     assert suff(prompts=[None], completions=[_completion("")], environments=envs) == [0.0]
-    assert answerer.batches == []  # nothing to ask
+    assert answerer.batches == [[]]  # nothing to ask, but the answerer is still called
     assert MinimalityReward()(completions=[None], environments=envs) == [0.0]
 
 

@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128, help="perplexity chunk length")
     p.add_argument("--no-perplexity", action="store_true", help="skip WikiText-2 perplexity")
+    p.add_argument(
+        "--perplexity-chunks", type=int, default=None, help="only the first N chunks (quick look)"
+    )
     p.add_argument("--include-path", default=None, help="extra folder of lm-eval task YAMLs")
     p.add_argument("--device", default=None)
     p.add_argument("--trust-remote-code", action="store_true")
@@ -50,7 +53,13 @@ def run(args: argparse.Namespace) -> int:
     name = args.model or "hf-faithful reference model"
     results: dict[str, dict[str, float]] = {}
     if not args.no_perplexity:
-        ppl = perplexity(model, tokenizer, seq_len=args.seq_len, batch_size=args.batch_size)
+        ppl = perplexity(
+            model,
+            tokenizer,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            max_chunks=args.perplexity_chunks,
+        )
         results["wikitext2_test_ppl"] = {f"perplexity@{args.seq_len}": ppl}
         print(f"{name}: WikiText-2 test perplexity ({args.seq_len}-token chunks) = {ppl:.2f}")
     if tasks:

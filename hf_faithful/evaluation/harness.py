@@ -98,6 +98,8 @@ def format_results(results: dict[str, dict[str, Any]]) -> str:
             if name.endswith("_stderr"):
                 continue
             err = metrics.get(f"{name}_stderr")
-            shown = f"{value:.4f}" + (f" ± {err:.4f}" if isinstance(err, float) and err == err else "")
+            shown = f"{value:.4f}" + (
+                f" ± {err:.4f}" if isinstance(err, float) and err == err else ""
+            )
             lines.append(f"| {task} | {name} | {shown} |")
     return "\n".join(lines)

@@ -71,7 +71,9 @@ def chunk_losses(
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
             )
-            out[start : start + batch.shape[0]] = loss.view(batch.shape[0], -1).mean(1).double().cpu()
+            out[start : start + batch.shape[0]] = (
+                loss.view(batch.shape[0], -1).mean(1).double().cpu()
+            )
     finally:
         model.train(was_training)
     return out

@@ -11,7 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hf_faithful.faithfulness.backends import AnswerBackend, LocalVLMBackend, OpenAIChatBackend
+from hf_faithful.faithfulness.backends import (
+    AnswerBackend,
+    CachedBackend,
+    LocalVLMBackend,
+    OpenAIChatBackend,
+)
 from hf_faithful.faithfulness.interventions import TEXT_CORRUPTIONS, VISUAL_INTERVENTIONS
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "assets" / "faithfulness"
@@ -45,7 +50,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--endpoint",
-        help="OpenAI-compatible base URL of the model under test, e.g. http://localhost:8000/v1",
+        help="OpenAI-compatible base URL of the model under test, e.g. http://localhost:8000/v1 (API key: $OPENAI_API_KEY)",
     )
     parser.add_argument(
         "--data",
@@ -75,6 +80,20 @@ def register(subparsers: Any) -> None:
         type=_csv(TEXT_CORRUPTIONS),
         default=TEXT_CORRUPTIONS,
         help="offline corruptions for do(T) (default: all)",
+    )
+    parser.add_argument(
+        "--continue-final-message",
+        action="store_true",
+        help="the endpoint can continue a prefilled assistant turn (vLLM, SGLang)",
+    )
+    parser.add_argument(
+        "--no-prefill-answer",
+        action="store_true",
+        help="do not open <answer> after the prefix (for APIs that always start a new reply)",
+    )
+    parser.add_argument(
+        "--cache",
+        help="JSONL file storing every answer as it arrives: rerun the same command to resume an interrupted run",
     )
     parser.add_argument(
         "--match",
@@ -175,14 +194,20 @@ def load_local_backend(name: str, batch_size: int) -> LocalVLMBackend:
 
 
 def _backend(
-    name: str | None, endpoint: str | None, batch_size: int, same: AnswerBackend | None = None
+    name: str | None,
+    endpoint: str | None,
+    batch_size: int,
+    same: AnswerBackend | None = None,
+    continue_final_message: bool = False,
 ) -> AnswerBackend | None:
     if name is None and endpoint is None:
         return None
     if endpoint is not None:
         if not name or name in ("tiny", "same"):
             raise ValueError(f"with an endpoint ({endpoint}) name the served model, not {name!r}")
-        return OpenAIChatBackend(endpoint, name, show_progress=True)
+        return OpenAIChatBackend(
+            endpoint, name, continue_final_message=continue_final_message, show_progress=True
+        )
     if name == "same":
         return same
     return load_local_backend(name, batch_size)
@@ -220,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
         text_corruptions=args.text_corruptions,
         match=args.match,
         baseline=args.baseline,
+        prefill_answer=not args.no_prefill_answer,
         max_new_tokens=args.max_new_tokens,
         max_tool_calls=args.max_tool_calls,
         box_rules=rules,
@@ -227,12 +253,31 @@ def run(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         seed=args.seed,
     )
-    model = _backend(args.model, args.endpoint, args.batch_size)
+    model = _backend(
+        args.model,
+        args.endpoint,
+        args.batch_size,
+        continue_final_message=args.continue_final_message,
+    )
     judge_name = (
         args.judge if args.judge is not None or args.judge_endpoint else ("same" if demo else None)
     )
     judge = _backend(judge_name, args.judge_endpoint, args.batch_size, same=model)
     rewriter = _backend(args.rewriter, args.rewriter_endpoint, args.batch_size, same=model)
+    if args.cache:
+        # one file, one namespace per role and model: answers never mix between them
+        roles = (
+            ("model", model, args.model, args.endpoint),
+            ("judge", judge, judge_name, args.judge_endpoint),
+            ("rewriter", rewriter, args.rewriter, args.rewriter_endpoint),
+        )
+        wrapped = {
+            role: None
+            if backend is None
+            else CachedBackend(backend, args.cache, namespace=f"{role}:{endpoint or ''}:{name}")
+            for role, backend, name, endpoint in roles
+        }
+        model, judge, rewriter = wrapped["model"], wrapped["judge"], wrapped["rewriter"]
     evaluator = FaithfulnessEvaluator(model, judge=judge, rewriter=rewriter, config=config)
     output_dir = Path(args.output_dir)
     if _is_trace_file(data):

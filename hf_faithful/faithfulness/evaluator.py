@@ -59,7 +59,10 @@ class FaithfulnessConfig:
         match: ``"exact"``, ``"choice"`` or a callable ``(prediction, reference) -> bool``.
         baseline: ``"control"`` (answer regenerated from the untouched prefix) or
             ``"original"`` (the trace's own answer).
-        prefill_answer: open ``<answer>`` after the prefix so the model answers at once.
+        prefill_answer: open ``<answer>`` after the prefix so the model answers at once
+            (local models and endpoints that continue an assistant turn, e.g. vLLM with
+            ``OpenAIChatBackend(continue_final_message=True)``; turn it off for APIs that
+            always start a new reply).
         system_prompt: for generating and regenerating; ``"default"`` is the shipped
             ``zoom_system`` prompt, None for no system turn.
         user_template: the user turn, with ``{question}``.

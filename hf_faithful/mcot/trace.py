@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import io
 import json
 import os
@@ -204,7 +205,8 @@ class Trace:
         record: dict[str, Any] = {"id": self.id, "question": self.question}
         if self.image is not None:
             if image_dir is not None:
-                name = f"{_safe_name(self.id or str(abs(hash(self.image.tobytes()))))}.png"
+                # content-addressed: identical images are stored once, different ones never clash
+                name = hashlib.sha1(self.image.tobytes()).hexdigest()[:16] + ".png"
                 self.image.save(Path(image_dir) / name)
                 record["image"] = name
             else:
@@ -216,10 +218,6 @@ class Trace:
         if self.errors:
             record["errors"] = list(self.errors)
         return record
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:80]
 
 
 def _data_uri(image: Image.Image) -> str:

@@ -91,7 +91,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--no-final-eval", action="store_true", help="skip perplexity before/after")
     g.add_argument(
-        "--final-eval-chunks", type=int, default=None, help="cap the before/after evaluation (default: all)"
+        "--final-eval-chunks",
+        type=int,
+        default=None,
+        help="cap the before/after evaluation (default: all)",
     )
 
     g = p.add_argument_group("loading")

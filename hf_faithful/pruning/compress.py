@@ -118,4 +118,10 @@ def compress_model(
     if getattr(model, "generation_config", None) is not None:
         pruned.generation_config = model.generation_config
     pruned.config._name_or_path = getattr(config, "_name_or_path", "")
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map and len(set(device_map.values())) > 1:
+        # spread like the source model: same module names, so the same map applies
+        from accelerate import dispatch_model
+
+        pruned = dispatch_model(pruned, device_map=device_map)
     return pruned.eval()

@@ -113,6 +113,7 @@ class PolicyGradientPruner:
         self.initialized = False
         self.history: list[dict[str, Any]] = []
         self.generator = torch.Generator().manual_seed(self.config.seed)
+        self._epoch_order: tuple[int, torch.Tensor] | None = None
         self._project_heads = BudgetProjection(self.head_sizes, self.config.budget == "layer")
         self._project_channels = BudgetProjection(self.channel_sizes, self.config.budget == "layer")
 
@@ -197,13 +198,14 @@ class PolicyGradientPruner:
         return data[: n * seq_len].view(n, seq_len)
 
     def _batch(self, chunks: torch.Tensor, step: int) -> torch.Tensor:
+        """Batch of ``step``: a fixed function of (seed, step), so resuming replays it."""
         batch_size = min(self.config.batch_size, chunks.shape[0])
         per_epoch = chunks.shape[0] // batch_size
         epoch, index = divmod(step, per_epoch)
-        order = torch.randperm(
-            chunks.shape[0],
-            generator=torch.Generator().manual_seed(self.config.seed * 100_003 + epoch),
-        )
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+            self._epoch_order = (epoch, torch.randperm(chunks.shape[0], generator=gen))
+        order = self._epoch_order[1]
         return chunks[order[index * batch_size : (index + 1) * batch_size]]
 
     # ---------------------------------------------------------- initialization
@@ -257,9 +259,18 @@ class PolicyGradientPruner:
         chosen = chunks[order[: cfg.init_num_samples]]
         world, rank = _distributed()
         batches = list(chosen.split(cfg.batch_size))[rank::world]
-        stats = collect_activation_stats(
-            self.model, self.layers, batches, device=self.device, progress=progress and rank == 0
-        )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            stats = collect_activation_stats(
+                self.model,
+                self.layers,
+                batches,
+                device=self.device,
+                progress=progress and rank == 0,
+            )
+        finally:
+            self.model.train(was_training)
         if world > 1:
             for tensors in (stats.o_sum, stats.o_sq, stats.down_sum, stats.down_sq):
                 for t in tensors:
@@ -290,6 +301,7 @@ class PolicyGradientPruner:
         """
         cfg = self.config
         chunks = self.prepare_data(train_data)
+        self._epoch_order = None
         eval_ids = self._eval_ids(eval_data) if eval_data is not None else None
         if resume_from_checkpoint:
             path = (

@@ -205,7 +205,7 @@ class BudgetProjection:
     Work buffers are allocated once.
     """
 
-    def __init__(self, sizes: list[int], per_layer: bool, iterations: int = 60):
+    def __init__(self, sizes: list[int], per_layer: bool, iterations: int = 40):
         self.sizes = sizes
         self.per_layer = per_layer
         self.iterations = iterations

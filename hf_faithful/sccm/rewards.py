@@ -174,7 +174,8 @@ class SufficiencyReward:
 
     Args:
         answer_fn: answers a batch of sufficiency queries (chat conversations with the crops as
-            images) with one reply each; batching is up to it.
+            images) with one reply each; batching is up to it. Called once per reward call, with
+            an empty list when no rollout needs a query.
         match: ``(prediction, reference) -> bool`` (see ``hf_faithful.mcot.answers``).
         prompt: text after the crops; contains ``{question}``.
         no_reference: ``"own_answer"`` (compare with the rollout's final answer) or ``"skip"``
@@ -237,7 +238,8 @@ class SufficiencyReward:
             )
             for i in order
         ]
-        replies = self.answer_fn(queries) if queries else []
+        # Called even without queries, so distributed answerers can synchronize across ranks.
+        replies = self.answer_fn(queries)
         if len(replies) != len(queries):
             raise ValueError(
                 f"answer_fn returned {len(replies)} replies for {len(queries)} queries"

@@ -144,6 +144,17 @@ class SCCMRewardTrainer(GRPOTrainer):
         args = copy.copy(args)  # the caller's config stays reusable
         args.reward_weights = weights
 
+        zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
+        if (
+            zero3
+            and answerer is None
+            and args.answerer == "policy"
+            and not args.ds3_gather_for_generation
+        ):
+            raise ValueError(
+                "answerer='policy' under DeepSpeed ZeRO-3 needs ds3_gather_for_generation=True: ranks "
+                "answer different numbers of sufficiency queries, which sharded forward passes cannot do"
+            )
         if processing_class is None:
             processing_class = AutoProcessor.from_pretrained(
                 model if isinstance(model, str) else model.config._name_or_path,

@@ -81,7 +81,13 @@ def region_for(question: str, size: tuple[int, int]) -> tuple[list[int], str]:
     width, height = size
     q = question.lower()
     x = 0 if "left" in q else width // 2 if "right" in q else width // 4
-    y = 0 if ("top" in q or "upper" in q) else height // 2 if ("bottom" in q or "lower" in q) else height // 4
+    y = (
+        0
+        if ("top" in q or "upper" in q)
+        else height // 2
+        if ("bottom" in q or "lower" in q)
+        else height // 4
+    )
     where = " ".join(w for w in ("top", "bottom", "left", "right") if w in q) or "centre"
     return [x, y, x + width // 2, y + height // 2], where
 
@@ -107,7 +113,11 @@ def demo_reply(prompt: Sequence[dict[str, Any]]) -> str:
     if "reliable evidence" in texts:  # the shipped reliability-judge prompt
         said = re.search(r"Model's answer:\s*(.*)", texts)
         crops = images[1:]
-        agree = bool(crops) and said is not None and colour_name(crops[-1]) == said.group(1).strip().lower()
+        agree = (
+            bool(crops)
+            and said is not None
+            and colour_name(crops[-1]) == said.group(1).strip().lower()
+        )
         return "Score: 9" if agree else "Score: 1"
     if "Using only what you can" in texts:  # the shipped sufficiency-judge prompt
         return f"<answer>{colour_name(images[-1]) if images else 'unknown'}</answer>"
@@ -196,7 +206,9 @@ def annotate(trace: Trace) -> Image.Image | None:
 def _thumbnail(image: Image.Image, side: int = 160) -> str:
     image = image.convert("RGB").copy()
     scale = side / max(image.size)
-    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.NEAREST)
+    image = image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.NEAREST
+    )
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -208,11 +220,15 @@ def steps_html(trace: Trace) -> str:
     n_zoom = 0
     for step in trace.steps:
         if step.kind == "text":
-            rows.append(f"<div class='step'><div class='say'>💭 {html.escape(step.text)}</div></div>")
+            rows.append(
+                f"<div class='step'><div class='say'>💭 {html.escape(step.text)}</div></div>"
+            )
             continue
         n_zoom += 1
         colour = _PALETTE[(n_zoom - 1) % len(_PALETTE)]
-        call = f"🔍 zoom {n_zoom}: bbox_2d={step.bbox}" + (f", label={step.label!r}" if step.label else "")
+        call = f"🔍 zoom {n_zoom}: bbox_2d={step.bbox}" + (
+            f", label={step.label!r}" if step.label else ""
+        )
         crop = (
             f"<img src='{_thumbnail(step.crop)}' style='border:3px solid {colour};max-width:160px'>"
             if step.crop is not None
@@ -228,7 +244,11 @@ def steps_html(trace: Trace) -> str:
         rows.append(f" &nbsp; <b>reference:</b> {html.escape(trace.reference)}")
     rows.append("</p>")
     if trace.errors:
-        rows.append("<p style='color:#b91c1c'><b>Invalid trace:</b> " + html.escape("; ".join(trace.errors)) + "</p>")
+        rows.append(
+            "<p style='color:#b91c1c'><b>Invalid trace:</b> "
+            + html.escape("; ".join(trace.errors))
+            + "</p>"
+        )
     return "\n".join(rows)
 
 
@@ -273,9 +293,17 @@ def read_trace_file(path: str | None, image_root: str = "") -> list[Trace]:
         raise gr.Error("Upload a trace file (.jsonl or .json).")
     root = image_root.strip() or None
     try:
-        return load_traces(path, image_root=root)
+        traces = load_traces(path, image_root=root)
+        if root is None and any("image file not found" in e for t in traces for e in t.errors):
+            # an upload lands in a temporary folder without its images: try the bundled ones
+            bundled = load_traces(path, image_root=ASSETS)
+            if sum(t.valid for t in bundled) > sum(t.valid for t in traces):
+                traces = bundled
     except (OSError, ValueError) as err:
         raise gr.Error(f"Could not read {Path(path).name}: {err}") from err
+    if not traces:
+        raise gr.Error(f"{Path(path).name} holds no traces.")
+    return traces
 
 
 def _choices(traces: Sequence[Trace]) -> list[tuple[str, int]]:
@@ -290,7 +318,9 @@ def intervene(trace: Trace | None, model: str):
     if trace is None:
         raise gr.Error("No trace yet: generate one or load a trace file.")
     if not trace.valid:
-        message = "The trace is invalid, so there is nothing to intervene on: " + "; ".join(trace.errors)
+        message = "The trace is invalid, so there is nothing to intervene on: " + "; ".join(
+            trace.errors
+        )
         return [], [], "", message
     backend = get_backend(model)
     config = _config()
@@ -300,20 +330,32 @@ def intervene(trace: Trace | None, model: str):
     sample = report.samples[0]
     reference = trace.reference if trace.reference is not None else trace.answer
     texted = intervene_text([trace], kinds=config.text_corruptions, seed=config.seed)[0]
-    rows = [["original trace", "as generated", trace.answer, answers_match(trace.answer, reference)]]
+    rows = [
+        ["original trace", "as generated", trace.answer, answers_match(trace.answer, reference)]
+    ]
     for name, answer in sample["answers"].items():
         what = {
             "control": "untouched prefix (the baseline)",
             "T:offline": f"reasoning corrupted ({texted.metadata.get('text_edits', 0)} edits)",
         }.get(name, f"crops replaced: {name.removeprefix('V:')}")
-        rows.append([f"do({name})" if name != "control" else "control", what, answer, sample["correct"][name]])
+        rows.append(
+            [
+                f"do({name})" if name != "control" else "control",
+                what,
+                answer,
+                sample["correct"][name],
+            ]
+        )
     gallery = []
     for kind in config.visual_interventions:
         for n, crop in enumerate(intervene_visual([trace], kind, seed=config.seed)[0].crops, 1):
             gallery.append((crop, f"{kind}, zoom {n}"))
     corrupted = "\n".join(s.text for s in texted.steps if s.kind == "text")
-    lines = [f"Answers are compared with **{reference!r}** "
-             f"({'reference' if trace.reference is not None else 'the trace’s own answer'}).", ""]
+    lines = [
+        f"Answers are compared with **{reference!r}** "
+        f"({'reference' if trace.reference is not None else 'the trace’s own answer'}).",
+        "",
+    ]
     changed = [r[0] for r in rows[2:] if r[2] != rows[1][2]]
     lines.append(
         "Answer changed under: " + ", ".join(changed) if changed else "The answer never changed."
@@ -335,7 +377,9 @@ def _examples() -> list[list[Any]]:
     for line in SAMPLE_QUESTIONS.read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
-            rows.append([str(ASSETS / record["image"]), record["question"], record.get("reference", "")])
+            rows.append(
+                [str(ASSETS / record["image"]), record["question"], record.get("reference", "")]
+            )
     return rows
 
 
@@ -348,7 +392,11 @@ def build_demo() -> gr.Blocks:
     def on_load(path, image_root):
         traces = read_trace_file(path, image_root)
         first = next((i for i, t in enumerate(traces) if t.valid), 0)
-        return (traces, gr.Dropdown(choices=_choices(traces), value=first), *show_trace(traces[first]))
+        return (
+            traces,
+            gr.Dropdown(choices=_choices(traces), value=first),
+            *show_trace(traces[first]),
+        )
 
     def on_select(traces, index):
         if not traces or index is None:
@@ -385,7 +433,9 @@ def build_demo() -> gr.Blocks:
                         type="filepath",
                     )
                     with gr.Column():
-                        image_root = gr.Textbox(label="image folder for relative paths (default: the file's)")
+                        image_root = gr.Textbox(
+                            label="image folder for relative paths (default: the file's)"
+                        )
                         sample_button = gr.Button("Use the bundled sample traces")
                         load_button = gr.Button("Load", variant="primary")
                 picker = gr.Dropdown(label="trace", choices=[], interactive=True)
@@ -411,9 +461,19 @@ def build_demo() -> gr.Blocks:
         generate_button.click(
             on_generate, [image, question, reference, model], views, api_name="generate_trace"
         ).success(intervene, [trace_state, model], outcome, api_name=False)
-        sample_button.click(lambda: str(SAMPLE_TRACES), None, trace_file, api_name=False)
+        # the page opens on the bundled samples, as the button does
+        for trigger, api_name in ((sample_button.click, "load_samples"), (demo.load, False)):
+            trigger(
+                lambda: on_load(str(SAMPLE_TRACES), ""),
+                None,
+                [traces_state, picker, *views],
+                api_name=api_name,
+            ).success(intervene, [trace_state, model], outcome, api_name=False)
         load_button.click(
-            on_load, [trace_file, image_root], [traces_state, picker, *views], api_name="load_traces"
+            on_load,
+            [trace_file, image_root],
+            [traces_state, picker, *views],
+            api_name="load_traces",
         ).success(intervene, [trace_state, model], outcome, api_name=False)
         picker.input(on_select, [traces_state, picker], views, api_name="select_trace").success(
             intervene, [trace_state, model], outcome, api_name=False

@@ -261,7 +261,10 @@ def params_markdown(result: Result) -> str:
     if result.history:
         losses = [h["loss"] for h in result.history if "loss" in h]
         if losses:
-            lines += ["", f"policy-gradient loss: {losses[0]:.3f} (first step) -> {losses[-1]:.3f} (last)"]
+            lines += [
+                "",
+                f"policy-gradient loss: {losses[0]:.3f} (first step) -> {losses[-1]:.3f} (last)",
+            ]
     return "\n".join(lines)
 
 

@@ -1,0 +1,93 @@
+"""The pruning benchmarks run end to end with tiny settings and write sane results."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+
+
+def test_update_section_replaces_only_its_own_section(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Results\n\n## Pruning cost\n\nold\n\n## SCCM step time\n\ntheirs\n")
+    common.update_section("## Pruning cost", "new table", path)
+    common.update_section("## Pruned model speed", "speed", path)
+    text = path.read_text()
+    assert text == (
+        "# Results\n\n## Pruning cost\n\nnew table\n\n## SCCM step time\n\ntheirs\n\n"
+        "## Pruned model speed\n\nspeed\n"
+    )
+
+
+def test_peak_memory_counter_sees_a_new_allocation():
+    import torch
+
+    common.reset_peak()
+    before = common.peak_mb()
+    x = torch.ones(16 * 2**20 // 4)  # 16 MiB, touched
+    assert common.peak_mb() - before > 12
+    del x
+
+
+@pytest.mark.timeout(300)
+def test_cost_quick(tmp_path):
+    import bench_cost
+
+    out = tmp_path / "cost.json"
+    bench_cost.main(["--quick", "--output", str(out)])
+    data = json.loads(out.read_text())
+    assert data["step"]["ratio"] > 0 and data["step"]["forward_s"] > 0
+    used = data["memory"]["used_mb"]
+    assert used["forward"] > 0 and used["backward"] > 0 and used["pg"] > 0
+    assert len(data["long_run"]["rss_mb_at_step"]) == 11
+    assert [r["seq_len"] for r in data["scaling"]["seq_len"]] == [16, 32]
+
+
+@pytest.mark.timeout(300)
+def test_quality_quick(tmp_path):
+    import bench_quality
+
+    out = tmp_path / "quality.json"
+    bench_quality.main(
+        [
+            "--quick",
+            "--budgets",
+            "global",
+            "--methods",
+            "dense",
+            "magnitude",
+            "pg",
+            "--output",
+            str(out),
+        ]  # fmt: skip
+    )
+    data = json.loads(out.read_text())["results"]
+    dense, magnitude, pg = data["dense"], data["global/0.5/magnitude"], data["global/0.5/pg"]
+    assert magnitude["params"] < dense["params"] and pg["params"] == magnitude["params"]
+    assert len(pg["seeds"]) == 2 and all(math.isfinite(r["ppl"]) for r in pg["seeds"])
+    assert pg["ppl_min"] <= pg["ppl"] <= pg["ppl_max"]
+    assert 0.0 <= dense["cloze"]["acc"] <= 1.0
+    # 50% of every pool is gone, per the layer sizes the compressed model reports
+    sizes = magnitude["layer_sizes"]
+    assert sum(sizes["num_key_value_heads"]) == 2 and sum(sizes["intermediate_size"]) == 48
+
+
+@pytest.mark.timeout(300)
+def test_speed_quick(tmp_path):
+    import bench_speed
+
+    out = tmp_path / "speed.json"
+    bench_speed.main(["--quick", "--output", str(out)])
+    data = json.loads(out.read_text())
+    params = data["params"]
+    assert (
+        params["50% pruned"]["matmul"] < params["30% pruned"]["matmul"] < params["dense"]["matmul"]
+    )
+    for timing in data["timings"].values():
+        assert timing["generate_tokens_per_s"] > 0

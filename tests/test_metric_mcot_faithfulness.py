@@ -1,0 +1,86 @@
+"""The `mcot_faithfulness` evaluate module: loading offline, values, the gradio 6 app."""
+
+import filecmp
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+os.environ.setdefault("HF_UPDATE_DOWNLOAD_COUNTS", "0")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDER = ROOT / "evaluate_metrics" / "mcot_faithfulness"
+
+COLUMNS = {
+    "predictions": ["red", "blue", "B", "3"],
+    "references": ["red", "blue", "B", "3"],
+    "textual_predictions": ["green", "blue", "A", "4"],
+    "visual_predictions": ["red", "blue", "B", "3"],
+}
+
+
+def test_repo_root_copy_is_identical():
+    # `evaluate.load("hf_faithful/mcot_faithfulness")` reads ./hf_faithful/mcot_faithfulness/
+    # from the repository root: that copy must stay the same script.
+    assert filecmp.cmp(
+        FOLDER / "mcot_faithfulness.py",
+        ROOT / "hf_faithful" / "mcot_faithfulness" / "mcot_faithfulness.py",
+        shallow=False,
+    )
+
+
+def test_load_by_name_from_the_repo_root(monkeypatch):
+    import evaluate
+
+    monkeypatch.chdir(ROOT)
+    metric = evaluate.load("hf_faithful/mcot_faithfulness")
+    out = metric.compute(**COLUMNS, reliability=[1.0, 0.5, None, 0.0], n_resamples=1000)
+    assert out["accuracy"] == 1.0
+    assert out["ate_t"] == -0.75 and out["ate_t_flipped"] == [0, 2, 3]
+    assert out["ate_t_p_value"] == pytest.approx(0.25)  # 3 lost, 0 gained: 2 / 2**3
+    assert out["ate_v"] == 0.0 and out["ate_v_ci_low"] == out["ate_v_ci_high"] == 0.0
+    assert out["reliability"] == pytest.approx(0.5) and out["reliability_n_scored"] == 3
+
+
+def test_load_by_folder_path_anywhere(tmp_path, monkeypatch):
+    import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    metric = evaluate.load(str(FOLDER))
+    out = metric.compute(
+        predictions=["(B) red", "A"], references=["B", "C"], match="choice", n_resamples=100
+    )
+    assert out["accuracy"] == 0.5 and "ate_t" not in out
+    with pytest.raises(ValueError, match="visual_predictions has 2 values"):
+        metric.compute(
+            predictions=["a"], references=["a"], visual_predictions=["a", "b"], n_resamples=10
+        )
+
+
+def test_card_has_space_front_matter():
+    card = (FOLDER / "README.md").read_text()
+    head = card.split("---")[1]
+    for key in ("sdk: gradio", "app_file: app.py", "- evaluate", "- metric"):
+        assert key in head
+    assert "hf-faithful" in (FOLDER / "requirements.txt").read_text()
+
+
+def test_gradio_app_headless():
+    from gradio_client import Client
+
+    spec = importlib.util.spec_from_file_location("mcot_faithfulness_app", FOLDER / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1")
+    try:
+        client = Client(app.demo.local_url, verbose=False)
+        table = {"headers": app.COLUMNS, "data": app.EXAMPLE}
+        out = client.predict(table, None, "exact", 500, 0.95, 0, api_name="/compute")
+    finally:
+        app.demo.close()
+    # EXAMPLE: 3 of 4 correct; do(T) loses samples 0 and 2 and gains 3; do(V) keeps all
+    assert out["accuracy"] == 0.75 and out["ate_t"] == -0.25 and out["ate_t_flipped"] == [0, 2, 3]
+    assert out["ate_v"] == 0.0 and out["sufficiency"] == 0.5

@@ -1,0 +1,147 @@
+"""`hf-faithful prune` end to end on a tiny model folder, its resume and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from hf_faithful.cli import main
+from hf_faithful.pruning import PolicyGradientPruner, PruningConfig
+from hf_faithful.testing.tiny_llama import byte_tokenizer, tiny_causal_lm
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    tiny_causal_lm("llama").save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "calib.txt"
+    path.write_text("A tiny calibration text for pruning. " * 30)
+    return path
+
+
+def _args(model_dir, calibration, output, *extra):
+    return [
+        "prune",
+        str(model_dir),
+        "--calibration",
+        str(calibration),
+        "--output",
+        str(output),
+        "--sparsity",
+        "0.5",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--init-num-samples",
+        "4",
+        "--eval-steps",
+        "2",
+        "--eval-chunks",
+        "2",
+        "--save-steps",
+        "2",
+        "--final-eval-chunks",
+        "3",
+        *extra,
+    ]
+
+
+def test_prune_command_saves_a_smaller_model(model_dir, calibration, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    assert main(_args(model_dir, calibration, out)) == 0
+    printed = capsys.readouterr()
+    assert "perplexity" in printed.out and "parameters:" in printed.out
+    assert "step 2: perplexity" in printed.out + printed.err  # periodic evaluation
+    assert not (out / "checkpoint.safetensors").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["pruning"]["steps"] == 4
+    model = AutoModelForCausalLM.from_pretrained(out)
+    dense = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in dense.parameters())
+    card = (out / "README.md").read_text()
+    assert "WikiText-2 test perplexity" in card
+
+
+def test_prune_command_resumes(model_dir, calibration, tmp_path, monkeypatch):
+    out = tmp_path / "resumed"
+    original = PolicyGradientPruner._sample_losses
+    calls = {"n": 0}
+
+    def dying(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PolicyGradientPruner, "_sample_losses", dying)
+    with pytest.raises(KeyboardInterrupt):
+        main(_args(model_dir, calibration, out, "--no-final-eval"))
+    monkeypatch.setattr(PolicyGradientPruner, "_sample_losses", original)
+    assert (out / "checkpoint.safetensors").is_file()
+    assert main(_args(model_dir, calibration, out, "--no-final-eval", "--resume")) == 0
+    assert json.loads((out / "config.json").read_text())["pruning"]["steps"] == 4
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+        (["--sparsity", "-0.1"], "sparsity must be in [0, 1)"),
+        (["--num-samples", "1"], "num_samples"),
+        (["--resume"], "no checkpoint"),
+        (["--seq-len", "100000"], "fewer than one sequence"),
+        (["--min-heads-per-layer", "2"], "min_heads_per_layer"),
+    ],
+)
+def test_prune_command_reports_bad_input(model_dir, calibration, tmp_path, capsys, extra, message):
+    assert main(_args(model_dir, calibration, tmp_path / "bad", "--no-final-eval", *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("hf-faithful prune: error:") and message in err
+
+
+def test_missing_inputs_are_reported(model_dir, calibration, tmp_path, capsys):
+    assert main(_args(model_dir, tmp_path / "nope.txt", tmp_path / "o")) == 2
+    assert "--calibration file not found" in capsys.readouterr().err
+    assert main(_args(tmp_path / "no_model", calibration, tmp_path / "o")) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_input_in_the_api():
+    model = tiny_causal_lm()
+    with pytest.raises(ValueError, match="sparsity"):
+        PruningConfig(sparsity=1.0)
+    with pytest.raises(ValueError, match="no decoder layer"):
+        PolicyGradientPruner(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="fewer than one sequence"):
+        PolicyGradientPruner(model, byte_tokenizer(), PruningConfig(seq_len=64)).fit("too short")
+    with pytest.raises(ValueError, match="min_heads_per_layer=1"):
+        PolicyGradientPruner(model, config=PruningConfig(sparsity=0.9, min_heads_per_layer=1))
+    with pytest.raises(ValueError, match="calibration data must be"):
+        PolicyGradientPruner(model, config=PruningConfig()).fit(42)
+
+
+def test_all_nan_losses_raise_a_clear_error():
+    model = tiny_causal_lm()
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    pruner = PolicyGradientPruner(
+        model, config=PruningConfig(init="constant", max_steps=50, batch_size=2, seq_len=16)
+    )
+    with pytest.raises(ValueError, match="NaN"):
+        pruner.fit(torch.randint(0, 256, (4, 16)), progress=False)
+    assert pruner.skipped_steps == 20
+    assert torch.all(pruner.scores_heads == 0.5)  # skipped steps leave the scores alone

@@ -33,6 +33,8 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import hf_faithful.pruning  # noqa: F401  (registers pruned models: no remote code needed)
+
     if name_or_path is None:
         name_or_path = str(REFERENCE_MODEL_DIR)
     path = Path(name_or_path).expanduser()

@@ -233,36 +233,47 @@ def grid(model, tokenizer, chunks, evaluate, args, partial: Path | None = None) 
     return results
 
 
-def sweep(model, tokenizer, chunks, evaluate, args) -> dict:
-    """PG settings at one sparsity (global budget unless varied), seed 0, perplexity only."""
+def sweep(model, tokenizer, chunks, evaluate, args, partial: Path | None = None) -> dict:
+    """PG settings at one sparsity (global budget unless varied), seed 0, perplexity only.
+
+    Rows run in order of interest and, with ``partial``, are saved as they finish (a
+    rerun skips the rows already there)."""
     s = args.sweep_sparsity
     base = {"sparsity": s, "budget": "global"}
     variants: list[tuple[str, str, dict]] = [
-        ("one-shot", "Wanda-sp init only, 128 calibration chunks", {"init": "wanda_sp"}),
-        ("one-shot", "Wanda-sp init only, 32 calibration chunks", {"init_num_samples": 32}),
-        ("one-shot", "Wanda-sp init only, 512 calibration chunks", {"init_num_samples": 512}),
-        ("pg", f"PG default ({args.steps} steps, lr {args.lr}, K {args.num_samples}, "
+        ("one-shot", "Wanda-sp init only (128 calibration chunks)", {"init": "wanda_sp"}),
+        ("pg", f"PG default ({args.steps} steps, lr {args.lr:g}, K {args.num_samples}, "
                f"{args.estimator})", {}),
-        ("pg", f"{args.steps * 3} steps", {"max_steps": args.steps * 3}),
-        ("pg", f"lr {args.lr * 4:g}", {"learning_rate": args.lr * 4}),
         ("pg", f"lr {args.lr * 10:g}", {"learning_rate": args.lr * 10}),
-        ("pg", "K = 4", {"num_samples": 4}),
         ("pg", "reinforce estimator", {"estimator": "reinforce"}),
+        ("pg", f"{args.steps * 3} steps", {"max_steps": args.steps * 3}),
+        ("pg", "K = 4", {"num_samples": 4}),
+        ("pg", f"lr {args.lr * 4:g}", {"learning_rate": args.lr * 4}),
         ("pg", "per-layer budget", {"budget": "layer"}),
         ("one-shot", "magnitude init only", {"init": "magnitude"}),
         ("pg", "PG from the magnitude init", {"init": "magnitude"}),
+        ("one-shot", "Wanda-sp init only, 32 calibration chunks", {"init_num_samples": 32}),
+        ("one-shot", "Wanda-sp init only, 512 calibration chunks", {"init_num_samples": 512}),
     ]  # fmt: skip
     if args.sweep_only:
         wanted = set(args.sweep_only)
         variants = [v for i, v in enumerate(variants) if str(i) in wanted]
     rows = []
+    if partial is not None and partial.exists():
+        rows = json.loads(partial.read_text())["rows"]
+        log(f"resuming: {len(rows)} rows in {partial}")
+    seen = {r["label"] for r in rows}
     for kind, label, overrides in variants:
+        if label in seen:
+            continue
         settings = {**base, **overrides}
         if kind == "one-shot":
             out = one_shot(model, tokenizer, chunks, evaluate, args, cloze=False, **settings)
         else:
             out = policy_gradient(model, tokenizer, chunks, evaluate, args, cloze=False, **settings)
         rows.append({"kind": kind, "label": label, "settings": settings, **out})
+        if partial is not None:
+            common.write_json(partial, {"sparsity": s, "rows": rows})
         log(f"sweep {label}: ppl {out['ppl']:.2f}" + (
             f" (init {out['init_ppl']:.2f})" if "init_ppl" in out else ""))  # fmt: skip
     return {"sparsity": s, "rows": rows}
@@ -404,7 +415,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.sparsities, args.seeds, args.steps = [0.5], [0, 1], 3
         args.batch_size, args.seq_len, args.init_samples = 2, 32, 4
         args.ppl_chunks, args.cloze_limit, args.quiet = 4, 4, True
-        args.sweep_only = args.sweep_only or ["0", "3", "7"]
+        args.sweep_only = args.sweep_only or ["0", "1", "5"]
     if args.device == "cpu":
         torch.set_num_threads(1)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -420,7 +431,12 @@ def main(argv: list[str] | None = None) -> dict:
     before = fingerprint(model)
     start = time.process_time()
     if args.sweep:
-        results = sweep(model, tokenizer, chunks, evaluate, args)
+        partial = (
+            None
+            if args.no_write or args.quick
+            else common.RESULTS_DIR / "quality-sweep.partial.json"
+        )
+        results = sweep(model, tokenizer, chunks, evaluate, args, partial)
     else:
         partial = (
             None if args.no_write or args.quick else common.RESULTS_DIR / "quality.partial.json"
@@ -445,8 +461,9 @@ def main(argv: list[str] | None = None) -> dict:
         common.write_json(
             args.output or common.RESULTS_DIR / name, {"meta": meta, "results": results}
         )
-        if not args.sweep and not args.quick:
-            (common.RESULTS_DIR / "quality.partial.json").unlink(missing_ok=True)
+        if not args.quick:
+            partial_name = "quality-sweep.partial.json" if args.sweep else "quality.partial.json"
+            (common.RESULTS_DIR / partial_name).unlink(missing_ok=True)
         if not args.quick:
             heading = "## PG tuning sweep" if args.sweep else "## Pruning quality"
             common.update_section(heading, text)

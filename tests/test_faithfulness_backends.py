@@ -268,16 +268,21 @@ def test_cached_backend_resumes_and_never_asks_twice(tmp_path):
     calls = []
 
     class Flaky:
-        """Answers two chunks, then fails as an interrupted run would."""
+        """Fails at its ``fail_at``-th call, as an interrupted run would."""
+
+        def __init__(self, fail_at=None):
+            self.fail_at = fail_at
 
         def answer(self, batch, max_new_tokens=128, stop=None):
             calls.append(len(batch))
-            if len(calls) == 3:
+            if len(calls) == self.fail_at:
                 raise RuntimeError("connection lost")
             return [p[0]["content"][1]["text"] + "!" for p in batch]
 
     with pytest.raises(RuntimeError, match="connection lost"):
-        CachedBackend(Flaky(), path, namespace="m", chunk_size=2).answer(prompts + prompts[:1])
+        CachedBackend(Flaky(fail_at=3), path, namespace="m", chunk_size=2).answer(
+            prompts + prompts[:1]
+        )
     assert calls == [2, 2, 1]  # the duplicate prompt is asked once
     with open(path, "a") as handle:
         handle.write('{"key": "torn')  # a crash in the middle of a line

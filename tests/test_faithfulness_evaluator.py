@@ -16,6 +16,7 @@ from hf_faithful.faithfulness.evaluator import (
     load_questions,
 )
 from hf_faithful.faithfulness.judge import FaithfulnessJudge, parse_score
+from hf_faithful.faithfulness.metric import compute_faithfulness
 from hf_faithful.mcot.trace import load_traces
 from hf_faithful.mcot.zoom import zoom_in
 
@@ -95,6 +96,10 @@ def test_a_model_that_reads_its_crops_has_large_ate_v_and_no_ate_t(traces):
     assert len(server.requests) == 8 * 5
     sample = report.samples[0]
     assert sample["answers"]["control"] == "red" and sample["answers"]["V:blank"] == "unknown"
+    # the report's columns give the same numbers through the metric
+    metric = compute_faithfulness(**report.columns(), n_resamples=500)
+    assert (metric["ate_v"], metric["ate_t"]) == (report.ate_v.ate, report.ate_t.ate)
+    assert metric["ate_v_ci_low"] == report.ate_v.ci_low and metric["n"] == 8
 
 
 def test_a_model_that_reads_its_text_has_large_ate_t_and_no_ate_v(traces):

@@ -1,5 +1,5 @@
-"""Two CPU processes under ``accelerate launch``: each rank scores its own rollouts, the
-SCCM rewards are gathered for the group advantages (slow: spawns two trainers)."""
+"""Two CPU processes (``torchrun``, gloo): each rank scores its own rollouts, the SCCM
+rewards are gathered for the group advantages (slow: spawns two trainers)."""
 
 from __future__ import annotations
 
@@ -37,25 +37,16 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_two_process_cpu_training(tmp_path):
-    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    if accelerate is None:
-        pytest.skip("accelerate CLI not installed")
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
     from hf_faithful.testing.tiny_vlm import save_tiny_vlm
 
     model_path = save_tiny_vlm(tmp_path / "tiny")
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = os.environ | {"SCCM_TESTS_DIR": os.path.dirname(__file__), "OMP_NUM_THREADS": "1"}
-    command = [accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1"]
-    command += [
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(script),
-        str(tmp_path),
-        model_path,
-    ]
+    command = [torchrun, "--nproc_per_node", "2", str(script), str(tmp_path), model_path]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "world.txt").read_text() == "2"

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageStat
-
 from spaces_utils import launched
 
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+CHROMIUM = next(
+    (shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None
+)
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
@@ -155,9 +156,10 @@ def browser():
 def test_pruning_explorer_in_a_browser(browser, tmp_path):
     with launched("pruning_explorer") as (app, demo):
         app.prune_reference(app.DEFAULT_SPARSITY, app.DEFAULT_STEPS, "both")  # warm the cache
-        ready = (
-            "[...document.querySelectorAll('textarea')].filter("
-            "t => t.value.startsWith(" + json.dumps(app.DEFAULT_PROMPT) + ")).length == 2"
+        prompt = json.dumps(app.DEFAULT_PROMPT)
+        ready = (  # both generations shown (they continue the prompt), perplexity measured
+            "[...document.querySelectorAll('textarea')].filter(t => t.value.startsWith("
+            f"{prompt}) && t.value.length > {prompt}.length).length == 2"
             " && document.body.innerText.includes('WikiText-2 test')"
         )
         path = browser.screenshot(demo.local_url, tmp_path / "page.png", ready)

@@ -31,7 +31,8 @@ columns give the mean reliability and sufficiency of the crops.
 
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`list` of `str`): the model's answers from the untouched traces.
+    predictions (`list` of `str`): the model's answers from the untouched traces (use ""
+        for a missing answer: it counts as wrong).
     references (`list` of `str`): the reference answers.
     textual_predictions (`list` of `str`, optional): answers regenerated after do(T).
     visual_predictions (`list` of `str`, optional): answers regenerated after do(V).

@@ -161,6 +161,31 @@ class FaithfulnessReport:
             "config": self.config,
         }
 
+    def columns(self) -> dict[str, list]:
+        """Per-sample columns for ``compute_faithfulness`` / the ``mcot_faithfulness`` metric
+        (predictions are the baseline's answers; missing answers become "")."""
+        baseline = self.config.get("baseline", "control")
+        use_control = baseline == "control" and bool(self.effects)
+        out: dict[str, list] = {
+            "predictions": [
+                (s["answers"]["control"] if use_control else s["answer"]) or ""
+                for s in self.samples
+            ],
+            "references": [
+                s["reference"] if s["reference"] is not None else s["answer"] for s in self.samples
+            ],
+        }
+        for key, effect in (
+            ("textual_predictions", self.ate_t),
+            ("visual_predictions", self.ate_v),
+        ):
+            if effect is not None:
+                out[key] = [s["answers"][effect.name] or "" for s in self.samples]
+        for key, score in (("reliability", self.reliability), ("sufficiency", self.sufficiency)):
+            if score is not None:
+                out[key] = [s.get(key) for s in self.samples]
+        return out
+
     def to_markdown(self) -> str:
         level = f"{self.config.get('confidence', 0.95):.0%}"
 
@@ -312,8 +337,8 @@ class FaithfulnessEvaluator:
         for i, sample in enumerate(samples):
             if not isinstance(sample.get("image"), Image.Image) or not sample.get("question"):
                 raise ValueError(f"samples[{i}] needs a PIL 'image' and a 'question'")
-            seed = Trace(sample["question"], sample["image"])
-            messages = seed.to_messages(
+            opening = Trace(sample["question"], sample["image"])
+            messages = opening.to_messages(
                 system_prompt=cfg.resolved_system_prompt,
                 user_template=cfg.user_template,
                 include_answer=False,

@@ -169,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
     )
     pruner = PolicyGradientPruner(model, tokenizer, config)
+    chunks = pruner.prepare_data(calibration)  # too little text fails before any evaluation
     test_ids = tokenize_text(tokenizer, wikitext2_test())
     eval_ids = test_ids[: args.eval_chunks * config.seq_len]
     if args.final_eval_chunks is not None:
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         )
         say(f"dense model: WikiText-2 test perplexity {ppl['before']:.3f}")
     pruner.fit(
-        calibration,
+        chunks,
         eval_data=eval_ids if args.eval_steps else None,
         resume_from_checkpoint=checkpoint if args.resume else None,
     )

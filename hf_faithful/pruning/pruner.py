@@ -369,6 +369,9 @@ class PolicyGradientPruner:
                                 "the dtype and the inputs)"
                             )
                         record["skipped"] = True
+                        self.scores_heads.grad.zero_()
+                        self.scores_channels.grad.zero_()
+                        optimizer.step()  # a no-op that keeps the schedule in step
                     else:
                         mean_loss = float(losses[valid].mean())
                         if self.baseline is None:

@@ -43,7 +43,8 @@ SCRIPTED = "tiny Qwen3-VL, scripted demo policy"
 RAW = "tiny Qwen3-VL, random weights (unscripted)"
 MODELS = (SCRIPTED, RAW)
 VISUAL = ("noise_gaussian", "noise_uniform", "blank", "other_region")
-MAX_SIDE = 448  # uploads are downscaled: the tiny model's cost grows with the pixels
+MAX_SIDE = 448
+DISPLAY_SIDE = 448  # uploads are downscaled: the tiny model's cost grows with the pixels
 SEED = 0
 _COLORS = (  # hue ranges (degrees) -> name, as used by the bundled samples
     (15, "red"),
@@ -186,17 +187,20 @@ def annotate(trace: Trace) -> Image.Image | None:
     """The full image with every zoom box drawn and numbered in call order."""
     if trace.image is None:
         return None
-    image = trace.image.convert("RGB").copy()
+    scale = max(1, DISPLAY_SIDE // max(trace.image.size))  # small images: enlarge, sharp
+    image = trace.image.convert("RGB")
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 150))
     for n, step in enumerate(trace.zoom_steps, start=1):
         if step.box is None:
             continue
         colour = _PALETTE[(n - 1) % len(_PALETTE)]
-        box = (step.box.x1, step.box.y1, step.box.x2 - 1, step.box.y2 - 1)
+        box = tuple(v * scale for v in (step.box.x1, step.box.y1, step.box.x2, step.box.y2))
+        box = (box[0], box[1], box[2] - 1, box[3] - 1)
         draw.rectangle(box, outline=colour, width=width)
         label = f"{n}" + (f" {step.label}" if step.label else "")
-        left, top = step.box.x1 + width, step.box.y1 + width
+        left, top = box[0] + width, box[1] + width
         bounds = draw.textbbox((left, top), label)
         draw.rectangle(bounds, fill=colour)
         draw.text((left, top), label, fill="white")
@@ -220,13 +224,11 @@ def steps_html(trace: Trace) -> str:
     n_zoom = 0
     for step in trace.steps:
         if step.kind == "text":
-            rows.append(
-                f"<div class='step'><div class='say'>💭 {html.escape(step.text)}</div></div>"
-            )
+            rows.append(f"<div class='step'><div class='say'>{html.escape(step.text)}</div></div>")
             continue
         n_zoom += 1
         colour = _PALETTE[(n_zoom - 1) % len(_PALETTE)]
-        call = f"🔍 zoom {n_zoom}: bbox_2d={step.bbox}" + (
+        call = f"zoom {n_zoom}: bbox_2d={step.bbox}" + (
             f", label={step.label!r}" if step.label else ""
         )
         crop = (
@@ -249,6 +251,9 @@ def steps_html(trace: Trace) -> str:
             + html.escape("; ".join(trace.errors))
             + "</p>"
         )
+        if trace.metadata.get("response") is not None:
+            raw = repr(trace.metadata["response"][:400])
+            rows.append(f"<p>raw model output: <code>{html.escape(raw)}</code></p>")
     return "\n".join(rows)
 
 
@@ -424,7 +429,12 @@ def build_demo() -> gr.Blocks:
                         question = gr.Textbox(label="question")
                         reference = gr.Textbox(label="reference answer (optional)")
                         generate_button = gr.Button("Think with the image", variant="primary")
-                gr.Examples(_examples(), [image, question, reference], label="bundled samples")
+                gr.Examples(
+                    _examples(),
+                    [image, question, reference],
+                    label="bundled samples",
+                    examples_per_page=4,
+                )
             with gr.Tab("Trace file"):
                 with gr.Row():
                     trace_file = gr.File(
@@ -440,10 +450,14 @@ def build_demo() -> gr.Blocks:
                         load_button = gr.Button("Load", variant="primary")
                 picker = gr.Dropdown(label="trace", choices=[], interactive=True)
         with gr.Row():
-            annotated = gr.Image(label="zoom boxes on the image", type="pil", height=320)
+            annotated = gr.Image(
+                label="zoom boxes on the image", type="pil", format="png", height=320
+            )
             with gr.Column():
                 steps = gr.HTML(label="chain of thought")
-        crops = gr.Gallery(label="crops", columns=6, height=150)
+        crops = gr.Gallery(
+            label="crops", columns=6, height=180, object_fit="contain", allow_preview=False
+        )
         gr.Markdown("## Interventions")
         intervene_button = gr.Button("Intervene again")
         answers = gr.Dataframe(
@@ -452,7 +466,9 @@ def build_demo() -> gr.Blocks:
             interactive=False,
         )
         with gr.Row():
-            intervened = gr.Gallery(label="crops under do(V)", columns=6, height=150)
+            intervened = gr.Gallery(
+                label="crops under do(V)", columns=4, height=180, object_fit="contain"
+            )
             corrupted = gr.Textbox(label="reasoning under do(T)", lines=4)
         verdict = gr.Markdown()
 

@@ -32,6 +32,7 @@ DEFAULT_SPARSITY = 0.3
 DEFAULT_STEPS = 20
 DEFAULT_PROMPT = "The history of the city"
 DEFAULT_CHUNKS = 4
+REPETITION_PENALTY = 1.2
 _CACHE_SIZE = 4  # pruned models kept in memory (live prunes and loaded folders)
 
 
@@ -304,6 +305,7 @@ def _greedy(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
         max_new_tokens=int(max_new_tokens),
         do_sample=False,
         no_repeat_ngram_size=3,
+        repetition_penalty=REPETITION_PENALTY,
         pad_token_id=tokenizer.pad_token_id,
     )
     return tokenizer.decode(output[0], skip_special_tokens=True)
@@ -361,7 +363,7 @@ def build_demo() -> gr.Blocks:
                 )
                 load_button = gr.Button("Load")
         summary = gr.Markdown()
-        plot = gr.Plot(label="kept units per layer")
+        plot = gr.Plot(label="kept units per layer", show_label=False)
         table = gr.Dataframe(
             headers=["layer", "query heads", "key/value heads", "MLP channels"],
             label="kept / dense, per layer",
@@ -398,7 +400,7 @@ def build_demo() -> gr.Blocks:
         )
         gr.Markdown(
             f"Reference model: `{REFERENCE_MODEL_DIR.name}` (bundled). Generations are greedy "
-            "with `no_repeat_ngram_size=3`; perplexity follows the paper's protocol "
+            f"with `no_repeat_ngram_size=3`, `repetition_penalty={REPETITION_PENALTY}`; perplexity follows the paper's protocol "
             "(non-overlapping 128-token chunks of WikiText-2 test, here the first few)."
         )
     return demo

@@ -1,0 +1,108 @@
+"""The pruning explorer Space, served headless and driven through its API with gradio_client."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from spaces_utils import launched
+
+from hf_faithful.corpora import calibration_text
+from hf_faithful.evaluation.perplexity import perplexity
+from hf_faithful.pruning import PolicyGradientPruner, PruningConfig
+from hf_faithful.reference import REFERENCE_MODEL_DIR
+
+
+@pytest.fixture(scope="module")
+def served():
+    with launched("pruning_explorer") as (app, demo):
+        yield app, Client(demo.local_url, verbose=False)
+
+
+def _kept(table: dict) -> list[tuple[int, int, int]]:
+    """(query heads, kv heads, channels) kept per layer, read from the table's 'k / n' cells."""
+    return [tuple(int(cell.split("/")[0]) for cell in row[1:]) for row in table["data"]]
+
+
+def _param_counts(markdown: str) -> list[int]:
+    return [int(n.replace(",", "")) for n in re.findall(r"\| (\d[\d,]+)", markdown)]
+
+
+def test_prune_live_then_compare_with_the_dense_model(served, reference_model):
+    app, client = served
+    dense, tokenizer = reference_model
+    _, summary, table = client.predict(0.5, 2, "both", api_name="/prune")
+
+    result = next(r for key, r in app._results.items() if key.startswith("live:0.50:2:both"))
+    config = result.pruned.config
+    assert _kept(table) == list(
+        zip(
+            config.num_attention_heads_per_layer,
+            config.num_key_value_heads_per_layer,
+            config.intermediate_size_per_layer,
+        )
+    )
+    # global budget: half of all MLP channels and KV-head groups survive, however spread
+    text = dense.config
+    n_layers = text.num_hidden_layers
+    assert sum(c for _, _, c in _kept(table)) == round(0.5 * text.intermediate_size * n_layers)
+    assert sum(kv for _, kv, _ in _kept(table)) == round(0.5 * text.num_key_value_heads * n_layers)
+    n_dense = sum(p.numel() for p in dense.parameters())
+    n_pruned = sum(p.numel() for p in result.pruned.parameters())
+    assert _param_counts(summary) == [n_dense, n_pruned]
+    assert n_pruned < n_dense
+
+    ppl = client.predict(2, api_name="/perplexity")["data"][0]
+    expected_dense = perplexity(dense, tokenizer, max_chunks=2, progress=False)
+    expected_pruned = perplexity(result.pruned, tokenizer, max_chunks=2, progress=False)
+    assert ppl[1:3] == [f"{expected_dense:.2f}", f"{expected_pruned:.2f}"]
+
+    dense_text, pruned_text = client.predict("The river", 8, api_name="/generate")
+    ids = tokenizer("The river", return_tensors="pt")
+    with torch.no_grad():
+        out = dense.generate(
+            **ids, max_new_tokens=8, do_sample=False, no_repeat_ngram_size=3,
+            repetition_penalty=app.REPETITION_PENALTY, pad_token_id=tokenizer.pad_token_id,
+        )  # fmt: skip
+    assert dense_text == tokenizer.decode(out[0], skip_special_tokens=True)
+    assert pruned_text.startswith("The river") and len(pruned_text) > len("The river")
+
+
+def test_load_a_saved_pruned_folder(served, reference_model, tmp_path):
+    app, client = served
+    dense, tokenizer = reference_model
+    pruner = PolicyGradientPruner(
+        dense,
+        tokenizer,
+        PruningConfig(sparsity=0.25, max_steps=0, init_num_samples=8, target="channels"),
+    )
+    pruner.fit(calibration_text(), progress=False)
+    folder = tmp_path / "pruned"
+    saved = pruner.save_pretrained(folder)
+
+    _, summary, table = client.predict(str(folder), api_name="/load")
+
+    sizes = pruner.layer_sizes()
+    assert [c for _, _, c in _kept(table)] == sizes["intermediate_size"]
+    assert [kv for _, kv, _ in _kept(table)] == [dense.config.num_key_value_heads] * 4
+    result = app._results[f"load:{folder}"]
+    assert result.dense_label == str(REFERENCE_MODEL_DIR)  # the base model recorded at pruning
+    assert result.channel_scores is not None  # read back from the saved prune state
+    assert torch.equal(torch.cat(result.channel_scores), pruner.scores_channels)
+    assert _param_counts(summary) == [
+        sum(p.numel() for p in dense.parameters()),
+        sum(p.numel() for p in saved.parameters()),
+    ]
+
+
+def test_load_reports_bad_sources(served, tmp_path):
+    _, client = served
+    with pytest.raises(AppError, match="does not exist"):
+        client.predict(str(tmp_path / "missing"), api_name="/load")
+    with pytest.raises(AppError, match="not a pruned model"):
+        client.predict(str(REFERENCE_MODEL_DIR), api_name="/load")
+    with pytest.raises(AppError, match="Enter a pruned model"):
+        client.predict("  ", api_name="/load")

@@ -342,3 +342,61 @@ def test_bad_arguments(tmp_path, qwen3_path):
         SCCMRewardTrainer(
             model, args=config(tmp_path), train_dataset=dataset(), processing_class=processor
         )
+
+
+def test_malformed_tool_calls_never_crash(tmp_path, qwen3_path):
+    # Unknown tool, unknown argument, arguments that are not an object, a missing box:
+    # each reaches TRL's tool loop, fails, and is sent back to the model as an error.
+    bad_calls = [
+        '<tool_call>\n{"name": "crop_tool", "arguments": {"bbox_2d": [0, 0, 500, 500]}}\n</tool_call>',
+        '<tool_call>\n{"name": "image_zoom_in_tool", "arguments": {"box": [0, 0, 500, 500]}}\n</tool_call>',
+        '<tool_call>\n{"name": "image_zoom_in_tool", "arguments": "zoom please"}\n</tool_call>',
+        '<tool_call>\n{"name": "image_zoom_in_tool", "arguments": {"label": "cat"}}\n</tool_call>',
+    ]
+    responses: list[str] = []
+
+    def script(prompt: str, row: int) -> str:
+        if "<tool_response>" not in prompt:
+            return bad_calls[row % 4]
+        responses.append(prompt.rsplit("<tool_response>", 1)[1])
+        return "<answer>red</answer>"
+
+    model, processor = load_tiny_vlm(qwen3_path)
+    script_generation(model, processor.tokenizer, script)
+    trainer = SCCMRewardTrainer(
+        model, args=config(tmp_path), train_dataset=dataset(), processing_class=processor
+    )
+    trainer.train()
+    log = logs(trainer)
+    assert log["tools/call_frequency"] == pytest.approx(1.0)
+    assert log["tools/failure_frequency"] == pytest.approx(1.0)
+    assert (
+        log["rewards/sccm_sufficiency/mean"] == 0.0 and log["rewards/sccm_minimality/mean"] == 0.0
+    )
+    assert len(responses) == 4 and all("error" in r for r in responses)
+    assert any("missing argument bbox_2d" in r for r in responses)
+    assert [e.failed_calls for e in trainer.environments] == [
+        0,
+        0,
+        0,
+        1,
+    ]  # only the last reached the tool
+
+
+def test_rollouts_without_tool_calls(tmp_path, qwen3_path):
+    model, processor = load_tiny_vlm(qwen3_path)
+    script_generation(model, processor.tokenizer, lambda prompt, row: "<answer>red</answer>")
+    trainer = SCCMRewardTrainer(
+        model,
+        args=config(tmp_path, no_crop_reward=-0.25),
+        train_dataset=dataset(),
+        processing_class=processor,
+    )
+    trainer.train()
+    log = logs(trainer)
+    assert log["tools/call_frequency"] == 0.0
+    assert log["sccm/no_crop_fraction"] == 1.0
+    assert (
+        log["rewards/sccm_sufficiency/mean"] == -0.25
+        and log["rewards/sccm_minimality/mean"] == -0.25
+    )

@@ -13,7 +13,7 @@ from PIL import Image, ImageColor
 from spaces_utils import import_app, launched
 
 app = import_app("faithfulness_inspector")
-SAMPLE = app.ASSETS / "images" / "sample_4.png"  # purple square bottom-right, orange elsewhere
+SAMPLE = app.SAMPLE_DIR / "images" / "sample_4.png"  # purple square bottom-right, orange elsewhere
 QUESTION = "What color is the square in the bottom-right corner of the image?"
 
 
@@ -26,7 +26,7 @@ def client():
 def test_demo_policy_reads_every_bundled_sample():
     for line in app.SAMPLE_QUESTIONS.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
-        image = Image.open(app.ASSETS / record["image"])
+        image = Image.open(app.SAMPLE_DIR / record["image"])
         box, _ = app.region_for(record["question"], image.size)
         assert app.colour_name(image.crop(box)) == record["reference"], record["id"]
     assert app.region_for("top-left?", (224, 224))[0] == [0, 0, 112, 112]
@@ -34,12 +34,12 @@ def test_demo_policy_reads_every_bundled_sample():
 
 
 def test_generate_a_trace_and_intervene(client):
-    annotated, steps, crops = client.predict(
+    annotated, steps = client.predict(
         handle_file(str(SAMPLE)), QUESTION, "purple", app.SCRIPTED, api_name="/generate_trace"
     )
     assert "zoom 1: bbox_2d=[112, 112, 224, 224]" in steps
     assert "<b>Answer:</b> purple" in steps
-    assert len(crops) == 1
+    assert steps.count("<img src='data:image/png;base64,") == 1  # the crop beside its step
     # the box is drawn on the (2x enlarged) image in the first palette colour
     drawn = np.asarray(Image.open(annotated).convert("RGB"))
     assert drawn.shape[:2] == (448, 448)
@@ -63,7 +63,7 @@ def test_generate_a_trace_and_intervene(client):
 
 
 def test_trace_file_with_a_bad_record(client):
-    picker, annotated, steps, _ = client.predict(
+    picker, annotated, steps = client.predict(
         handle_file(str(app.SAMPLE_TRACES)), "", api_name="/load_traces"
     )
     labels = [label for label, _ in picker["choices"]]
@@ -72,8 +72,8 @@ def test_trace_file_with_a_bad_record(client):
     assert picker["value"] == 0 and "<b>Answer:</b> red" in steps
     assert annotated is not None
 
-    _, html, crops = client.predict(8, api_name="/select_trace")
-    assert "Invalid trace" in html and "inverted" in html and not crops
+    _, html = client.predict(8, api_name="/select_trace")
+    assert "Invalid trace" in html and "inverted" in html and "<img" not in html
     *_, verdict = client.predict(app.SCRIPTED, api_name="/intervene")
     assert verdict.startswith("The trace is invalid")
 
@@ -86,7 +86,7 @@ def test_bad_inputs_are_named(client):
 
 
 def test_unscripted_tiny_model(client):
-    _, steps, _ = client.predict(
+    _, steps = client.predict(
         handle_file(str(SAMPLE)), QUESTION, "", app.RAW, api_name="/generate_trace"
     )
     # random weights never close an answer: the app says so and shows the raw output

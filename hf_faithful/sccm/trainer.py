@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoConfig, AutoProcessor, ProcessorMixin
 from trl import GRPOTrainer
@@ -72,10 +73,11 @@ class SCCMRewardTrainer(GRPOTrainer):
     Where it runs:
 
     - PEFT: pass ``peft_config`` as to GRPOTrainer; the sufficiency queries use the adapted policy.
-    - Multi-process: ``accelerate launch --num_processes N script.py``; each rank scores its own
-      rollouts, TRL gathers the rewards for the group advantages. Under DeepSpeed ZeRO-3 keep
-      ``ds3_gather_for_generation=True`` (the default) so the sufficiency generation runs on
-      gathered weights.
+    - Multi-process: ``accelerate launch --num_processes N script.py`` (or ``torchrun
+      --nproc_per_node N``, which also runs on CPU with gloo); each rank scores its own rollouts
+      and TRL gathers the rewards for the group advantages. Under DeepSpeed ZeRO-3 keep
+      ``ds3_gather_for_generation=True`` (the default; refused otherwise with the policy
+      answerer) so the sufficiency generation runs on gathered weights.
     - vLLM: ``use_vllm=True`` with ``vllm_mode="colocate"`` or ``"server"`` (``trl vllm-serve``)
       generates the rollouts, tool turns included; the sufficiency queries still run on the
       training copy of the policy (exactly the current weights, no sync needed). To offload them,
@@ -221,6 +223,16 @@ class SCCMRewardTrainer(GRPOTrainer):
                 )
         if self._answerer is None and args.answerer != "policy":
             self._answerer = self._build_answerer(args)
+
+    def _tokenize_prompts(self, prompts: list):
+        # TRL 1.16 merges the per-prompt image fields of environment rollouts into lists of
+        # numpy rows, which its tool loop cannot split when no tool call of a turn has returned
+        # an image yet (e.g. every box refused): stack them back into tensors.
+        prompt_ids, images, fields = super()._tokenize_prompts(prompts)
+        for key in ("pixel_values", "image_grid_thw"):
+            if isinstance(fields.get(key), list):
+                fields[key] = torch.as_tensor(np.stack(fields[key]))
+        return prompt_ids, images, fields
 
     @staticmethod
     def _use_tool_template(processor: ProcessorMixin, model_type: str | None) -> None:

@@ -26,9 +26,10 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from hf_faithful.faithfulness.backends import LocalVLMBackend
+from hf_faithful.faithfulness.cli import SAMPLE_DIR, SAMPLE_QUESTIONS, SAMPLE_TRACES
 from hf_faithful.faithfulness.evaluator import FaithfulnessConfig, FaithfulnessEvaluator
 from hf_faithful.faithfulness.interventions import intervene_text, intervene_visual
 from hf_faithful.faithfulness.judge import FaithfulnessJudge
@@ -36,9 +37,6 @@ from hf_faithful.mcot.answers import answers_match
 from hf_faithful.mcot.trace import TOOL_NAME, Trace, load_traces
 from hf_faithful.testing.tiny_vlm import build_tiny_vlm, script_generation
 
-ASSETS = Path(__import__("hf_faithful").__file__).resolve().parent / "assets" / "faithfulness"
-SAMPLE_TRACES = ASSETS / "sample_traces.jsonl"
-SAMPLE_QUESTIONS = ASSETS / "sample_questions.jsonl"
 SCRIPTED = "tiny Qwen3-VL, scripted demo policy"
 RAW = "tiny Qwen3-VL, random weights (unscripted)"
 MODELS = (SCRIPTED, RAW)
@@ -192,6 +190,7 @@ def annotate(trace: Trace) -> Image.Image | None:
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 150))
+    font = ImageFont.load_default(size=max(12, max(image.size) // 32))
     for n, step in enumerate(trace.zoom_steps, start=1):
         if step.box is None:
             continue
@@ -201,9 +200,9 @@ def annotate(trace: Trace) -> Image.Image | None:
         draw.rectangle(box, outline=colour, width=width)
         label = f"{n}" + (f" {step.label}" if step.label else "")
         left, top = box[0] + width, box[1] + width
-        bounds = draw.textbbox((left, top), label)
+        bounds = draw.textbbox((left, top), label, font=font)
         draw.rectangle(bounds, fill=colour)
-        draw.text((left, top), label, fill="white")
+        draw.text((left, top), label, fill="white", font=font)
     return image
 
 
@@ -257,16 +256,8 @@ def steps_html(trace: Trace) -> str:
     return "\n".join(rows)
 
 
-def crop_gallery(trace: Trace) -> list[tuple[Image.Image, str]]:
-    return [
-        (step.crop, f"zoom {n}: {step.bbox}")
-        for n, step in enumerate(trace.zoom_steps, start=1)
-        if step.crop is not None
-    ]
-
-
 def show_trace(trace: Trace):
-    return trace, annotate(trace), steps_html(trace), crop_gallery(trace)
+    return trace, annotate(trace), steps_html(trace)
 
 
 # ---------------------------------------------------------------------- actions
@@ -301,7 +292,7 @@ def read_trace_file(path: str | None, image_root: str = "") -> list[Trace]:
         traces = load_traces(path, image_root=root)
         if root is None and any("image file not found" in e for t in traces for e in t.errors):
             # an upload lands in a temporary folder without its images: try the bundled ones
-            bundled = load_traces(path, image_root=ASSETS)
+            bundled = load_traces(path, image_root=SAMPLE_DIR)
             if sum(t.valid for t in bundled) > sum(t.valid for t in traces):
                 traces = bundled
     except (OSError, ValueError) as err:
@@ -383,7 +374,7 @@ def _examples() -> list[list[Any]]:
         if line.strip():
             record = json.loads(line)
             rows.append(
-                [str(ASSETS / record["image"]), record["question"], record.get("reference", "")]
+                [str(SAMPLE_DIR / record["image"]), record["question"], record.get("reference", "")]
             )
     return rows
 
@@ -455,9 +446,6 @@ def build_demo() -> gr.Blocks:
             )
             with gr.Column():
                 steps = gr.HTML(label="chain of thought")
-        crops = gr.Gallery(
-            label="crops", columns=6, height=180, object_fit="contain", allow_preview=False
-        )
         gr.Markdown("## Interventions")
         intervene_button = gr.Button("Intervene again")
         answers = gr.Dataframe(
@@ -472,7 +460,7 @@ def build_demo() -> gr.Blocks:
             corrupted = gr.Textbox(label="reasoning under do(T)", lines=4)
         verdict = gr.Markdown()
 
-        views = [trace_state, annotated, steps, crops]
+        views = [trace_state, annotated, steps]
         outcome = [answers, intervened, corrupted, verdict]
         generate_button.click(
             on_generate, [image, question, reference, model], views, api_name="generate_trace"

@@ -164,12 +164,16 @@ def memory(args) -> dict:
     probes = {mode: run_probe(mode, args) for mode in ("forward", "backward", "pg")}
     # model + working memory: peak minus what the process held before the model existed
     used = {m: p["peak_mb"] - p["base_mb"] for m, p in probes.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return used[a] / used[b] if used[b] > 0 else float("nan")
+
     return {
         "probes": probes,
         "used_mb": used,
-        "pg_over_forward": used["pg"] / used["forward"],
-        "pg_over_backward": used["pg"] / used["backward"],
-        "backward_over_forward": used["backward"] / used["forward"],
+        "pg_over_forward": ratio("pg", "forward"),
+        "pg_over_backward": ratio("pg", "backward"),
+        "backward_over_forward": ratio("backward", "forward"),
     }
 
 
@@ -406,6 +410,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     }
     text = report(results, info, command)
     print(text)
+    if args.no_write and args.output:
+        common.write_json(args.output, results)
     if not args.no_write:
         suffix = "" if args.device == "cpu" else f"-{args.device.split(':')[0]}"
         output = args.output or common.RESULTS_DIR / f"cost{suffix}.json"

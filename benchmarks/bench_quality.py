@@ -456,6 +456,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     text = (sweep_report if args.sweep else quality_report)(results, meta)
     print(text)
+    if args.no_write and args.output:
+        common.write_json(args.output, {"meta": meta, "results": results})
     if not args.no_write:
         name = "quality-sweep.json" if args.sweep else "quality.json"
         common.write_json(

@@ -177,14 +177,18 @@ def main(argv: list[str] | None = None) -> dict:
     text = report(results, info, command)
     print(json.dumps(results["timings"], indent=1))
     print(text)
+    if args.no_write and args.output:
+        common.write_json(args.output, results)
     if not args.no_write:
+        tag = common.model_tag(args.model)
         suffix = "" if args.device == "cpu" else f"-{args.device.split(':')[0]}"
+        suffix += f"-{tag}" if tag else ""
         common.write_json(args.output or common.RESULTS_DIR / f"speed{suffix}.json", results)
         if not args.quick:
             heading = (
                 "## Pruned model speed" if args.device == "cpu" else "## GPU: pruned model speed"
             )
-            common.update_section(heading, text)
+            common.update_section(heading + (f" ({args.model})" if tag else ""), text)
     return results
 
 

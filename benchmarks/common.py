@@ -51,7 +51,9 @@ def add_common_args(parser, *, default_model: str = "reference") -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     parser.add_argument(
-        "--no-write", action="store_true", help="print only; leave RESULTS.md and results/ alone"
+        "--no-write",
+        action="store_true",
+        help="leave RESULTS.md and results/ alone (only an explicit --output is written)",
     )
     parser.add_argument("--output", type=Path, default=None, help="JSON results file")
 
@@ -240,9 +242,17 @@ def update_section(heading: str, body: str, path: Path = RESULTS_MD) -> None:
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out = ["| " + " | ".join(str(h) for h in header) + " |"]
+    out.append("|" + "|".join("---" for _ in header) + "|")
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+def model_tag(model: str) -> str:
+    """Suffix of result names and headings for a model other than the bundled one."""
+    if model == "reference":
+        return ""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-")
 
 
 def provenance_block(info: dict[str, Any], command: str) -> str:

@@ -1,6 +1,5 @@
 """The `mcot_faithfulness` evaluate module: loading offline, values, the gradio 6 app."""
 
-import filecmp
 import importlib.util
 import os
 from pathlib import Path
@@ -22,14 +21,11 @@ COLUMNS = {
 }
 
 
-def test_repo_root_copy_is_identical():
+def test_repo_root_entry_is_the_metric_script():
     # `evaluate.load("hf_faithful/mcot_faithfulness")` reads ./hf_faithful/mcot_faithfulness/
-    # from the repository root: that copy must stay the same script.
-    assert filecmp.cmp(
-        FOLDER / "mcot_faithfulness.py",
-        ROOT / "hf_faithful" / "mcot_faithfulness" / "mcot_faithfulness.py",
-        shallow=False,
-    )
+    # from the repository root: a link to the one metric script, not a copy.
+    entry = ROOT / "hf_faithful" / "mcot_faithfulness" / "mcot_faithfulness.py"
+    assert entry.resolve() == (FOLDER / "mcot_faithfulness.py").resolve()
 
 
 def test_load_by_name_from_the_repo_root(monkeypatch):

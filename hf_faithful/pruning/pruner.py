@@ -114,6 +114,7 @@ class PolicyGradientPruner:
         self.history: list[dict[str, Any]] = []
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self._epoch_order: tuple[int, torch.Tensor] | None = None
+        self._scheduler_state: dict[str, Any] | None = None
         self._project_heads = BudgetProjection(self.head_sizes, self.config.budget == "layer")
         self._project_channels = BudgetProjection(self.channel_sizes, self.config.budget == "layer")
 
@@ -427,9 +428,8 @@ class PolicyGradientPruner:
     def _enforce_min_heads(self, heads_buf: torch.Tensor) -> None:
         """Switch on a layer's most probable heads where a sample keeps too few.
 
-        A layer without heads has no Llama-family representation, so the policy only
-        explores architectures the compressed model can hold (and the hard mask, which
-        keeps ``min_heads_per_layer`` per layer, agrees with what was learned).
+        With ``min_heads_per_layer > 0`` the policy then only explores architectures
+        the hard mask (which keeps that many per layer) can produce.
         """
         need = self.config.min_heads_per_layer
         for part, scores in zip(
@@ -457,9 +457,8 @@ class PolicyGradientPruner:
             num_warmup_steps=0,
             num_training_steps=max(cfg.max_steps, 1),
         )
-        state = getattr(self, "_scheduler_state", None)
-        if state:
-            scheduler.load_state_dict(state)
+        if self._scheduler_state:
+            scheduler.load_state_dict(self._scheduler_state)
             optimizer.param_groups[0]["lr"] = scheduler.get_last_lr()[0]
         return optimizer, scheduler
 
@@ -640,7 +639,7 @@ class PolicyGradientPruner:
             "config": self.config.to_dict(),
             "head_sizes": self.head_sizes,
             "channel_sizes": self.channel_sizes,
-            "scheduler": getattr(self, "_scheduler_state", None),
+            "scheduler": self._scheduler_state,
         }
         return tensors, metadata
 

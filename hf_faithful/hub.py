@@ -1,6 +1,6 @@
 """Model cards and Hub uploads for what hf-faithful produces.
 
-Cards are rendered from the Jinja templates in ``model_cards/`` with huggingface_hub's
+Cards are rendered from the Jinja templates in ``hf_faithful/assets/model_cards/`` with huggingface_hub's
 ``ModelCard.from_template``, so the YAML metadata (base model, tags, evaluation
 results) is what the Hub expects.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "assets" / "model_cards"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 

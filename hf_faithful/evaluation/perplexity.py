@@ -39,7 +39,10 @@ def tokenize_text(tokenizer, text: str | Sequence[str]) -> torch.Tensor:
         joined = "\n\n".join(texts)
     if not joined.strip():
         raise ValueError("text is empty")
-    ids = tokenizer(joined, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    # verbose=False: the stream is longer than model_max_length by design (it is chunked).
+    ids = tokenizer(joined, add_special_tokens=False, return_tensors="pt", verbose=False)[
+        "input_ids"
+    ]
     return ids.reshape(-1)
 
 

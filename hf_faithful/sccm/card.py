@@ -1,4 +1,4 @@
-"""Model card of an SCCM-trained model, rendered from ``model_cards/sccm_model.md``."""
+"""Model card of an SCCM-trained model, rendered from ``hf_faithful/assets/model_cards/sccm_model.md``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from hf_faithful.sccm.config import SCCMConfig
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "sccm_model.md"
+TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "model_cards" / "sccm_model.md"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SETTINGS = (
     "learning_rate",

@@ -42,7 +42,8 @@ class PruningConfig:
 
     num_samples: int = 2
     """K: masks drawn (and forward passes run) per step."""
-    max_steps: int = 500
+    max_steps: int = 300
+    """300: best of 100/300/500 on the reference model at 50% (benchmarks/RESULTS.md)."""
     batch_size: int = 8
     seq_len: int = 128
     learning_rate: float = 0.05

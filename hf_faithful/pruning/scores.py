@@ -127,29 +127,9 @@ def unit_metrics(
             d_metric = stats.variance("down", i) * d_w.pow(2).sum(0)
         elif method == "magnitude":
             hd, g = layer.head_dim, layer.group_size
-            q = (
-                attn.q_proj.weight.detach()
-                .double()
-                .pow(2)
-                .sum(1)
-                .view(layer.num_kv_heads, -1)
-                .sum(1)
-            )
-            k = (
-                attn.k_proj.weight.detach()
-                .double()
-                .pow(2)
-                .sum(1)
-                .view(layer.num_kv_heads, hd)
-                .sum(1)
-            )
-            v = (
-                attn.v_proj.weight.detach()
-                .double()
-                .pow(2)
-                .sum(1)
-                .view(layer.num_kv_heads, hd)
-                .sum(1)
+            q, k, v = (
+                proj.weight.detach().double().pow(2).sum(1).view(layer.num_kv_heads, -1).sum(1)
+                for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
             )
             o = o_w.pow(2).sum(0).view(layer.num_kv_heads, g * hd).sum(1)
             heads.append((q + k + v + o).sqrt().cpu())

@@ -43,8 +43,12 @@ def test_cost_quick(tmp_path):
     bench_cost.main(["--quick", "--output", str(out)])
     data = json.loads(out.read_text())
     assert data["step"]["ratio"] > 0 and data["step"]["forward_s"] > 0
-    used = data["memory"]["used_mb"]  # in-process with --quick: only plumbing is checked
-    assert all(math.isfinite(v) for v in used.values()) and used["backward"] > 0
+    # In-process with --quick only the plumbing is checked: after earlier tests the
+    # allocator may serve a tiny backward pass from freed memory (a zero delta); the
+    # counter itself is checked by test_peak_memory_counter_sees_a_new_allocation.
+    used = data["memory"]["used_mb"]
+    assert set(used) >= {"forward", "backward"}
+    assert all(math.isfinite(v) and v >= 0 for v in used.values())
     assert len(data["long_run"]["rss_mb_at_step"]) == 11
     assert [r["seq_len"] for r in data["scaling"]["seq_len"]] == [16, 32]
 

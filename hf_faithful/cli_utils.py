@@ -44,9 +44,8 @@ def _argument_kwargs(field: dataclasses.Field, tp: Any, default: Any) -> dict[st
     tp = _strip_optional(tp)
     origin = typing.get_origin(tp)
     kwargs: dict[str, Any] = {"dest": field.name, "default": default}
-    help_text = field.metadata.get("help")
-    if help_text:
-        kwargs["help"] = help_text
+    help_text = field.metadata.get("help", "").replace("%", "%%")  # argparse formats help
+    kwargs["help"] = f"{help_text} (default: %(default)s)".strip()
     if tp is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif origin is Literal:

@@ -10,17 +10,38 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hf_faithful.pruning.config import (
-    BUDGETS,
-    ESTIMATORS,
-    INITS,
-    SCHEDULES,
-    TARGETS,
-    TRANSFORMS,
-    PruningConfig,
-)
+from hf_faithful.cli_utils import add_dataclass_arguments, dataclass_from_args
+from hf_faithful.pruning.config import PruningConfig
 
-_DEFAULTS = PruningConfig()
+# PruningConfig fields per help section; whatever is not listed lands in the last one.
+_SECTIONS = {
+    "what and how much to prune": ("sparsity", "target", "budget", "min_heads_per_layer"),
+    "optimization": (
+        "num_samples",
+        "max_steps",
+        "batch_size",
+        "seq_len",
+        "learning_rate",
+        "lr_scheduler",
+        "estimator",
+        "baseline_window",
+        "entropy_weight",
+        "sparsity_warmup_steps",
+        "init",
+        "init_transform",
+        "init_state_path",
+        "init_num_samples",
+        "seed",
+    ),
+    "monitoring": ("eval_steps", "save_steps", "logging_steps"),
+}
+_FROM_OTHER_OPTIONS = ("output_dir", "extra")  # set from --output and MODEL
+_ALIASES = {
+    "max_steps": ["--steps"],
+    "learning_rate": ["--lr"],
+    "init_state_path": ["--init-state"],
+}
+_CLI_DEFAULTS = {"eval_steps": 100, "save_steps": 100}  # a CLI run monitors and checkpoints
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,17 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Policy-gradient structural pruning (arXiv 2406.10576). Learns which KV-head groups "
             "and MLP channels to remove with forward passes only, then saves a genuinely "
             "smaller model that reloads with AutoModelForCausalLM.from_pretrained. Without "
-            "MODEL and --calibration it prunes the bundled reference model on bundled text."
+            "MODEL and --calibration it prunes the bundled reference model on bundled text. "
+            "Every PruningConfig field is an option (--field-name)."
         ),
     )
     p.add_argument(
         "model", nargs="?", default=None, help="model folder or Hub id (default: reference model)"
-    )
-    p.add_argument(
-        "--sparsity",
-        type=float,
-        default=_DEFAULTS.sparsity,
-        help="fraction of units removed, in [0, 1)",
     )
     p.add_argument(
         "--calibration", type=Path, default=None, help="UTF-8 text file (default: bundled text)"
@@ -57,37 +73,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue from OUTPUT/checkpoint.safetensors"
     )
 
-    g = p.add_argument_group("what and how much to prune")
-    g.add_argument("--target", choices=TARGETS, default=_DEFAULTS.target)
-    g.add_argument("--budget", choices=BUDGETS, default=_DEFAULTS.budget)
-    g.add_argument("--min-heads-per-layer", type=int, default=_DEFAULTS.min_heads_per_layer)
-
-    g = p.add_argument_group("optimization")
-    g.add_argument("--steps", type=int, default=_DEFAULTS.max_steps)
-    g.add_argument(
-        "--num-samples", type=int, default=_DEFAULTS.num_samples, help="K masks per step"
+    listed = [name for names in _SECTIONS.values() for name in names]
+    groups = {title: p.add_argument_group(title) for title in _SECTIONS}
+    for title, names in _SECTIONS.items():
+        add_dataclass_arguments(
+            groups[title], PruningConfig, include=names, aliases=_ALIASES, defaults=_CLI_DEFAULTS
+        )
+    add_dataclass_arguments(  # fields added to PruningConfig later still get an option
+        groups["monitoring"],
+        PruningConfig,
+        exclude=[*listed, *_FROM_OTHER_OPTIONS],
+        aliases=_ALIASES,
+        defaults=_CLI_DEFAULTS,
     )
-    g.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
-    g.add_argument("--seq-len", type=int, default=_DEFAULTS.seq_len)
-    g.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate)
-    g.add_argument("--lr-scheduler", choices=SCHEDULES, default=_DEFAULTS.lr_scheduler)
-    g.add_argument("--estimator", choices=ESTIMATORS, default=_DEFAULTS.estimator)
-    g.add_argument("--baseline-window", type=int, default=_DEFAULTS.baseline_window)
-    g.add_argument("--entropy-weight", type=float, default=_DEFAULTS.entropy_weight)
-    g.add_argument("--sparsity-warmup-steps", type=int, default=_DEFAULTS.sparsity_warmup_steps)
-    g.add_argument("--init", choices=INITS, default=_DEFAULTS.init)
-    g.add_argument("--init-transform", choices=TRANSFORMS, default=_DEFAULTS.init_transform)
-    g.add_argument("--init-state", default=None, help="prune state for --init state")
-    g.add_argument("--init-num-samples", type=int, default=_DEFAULTS.init_num_samples)
-    g.add_argument("--seed", type=int, default=_DEFAULTS.seed)
 
-    g = p.add_argument_group("monitoring")
-    g.add_argument("--eval-steps", type=int, default=100, help="evaluate every N steps (0: never)")
+    g = groups["monitoring"]
     g.add_argument(
         "--eval-chunks", type=int, default=40, help="WikiText-2 test chunks per periodic evaluation"
-    )
-    g.add_argument(
-        "--save-steps", type=int, default=100, help="checkpoint every N steps (0: never)"
     )
     g.add_argument("--no-final-eval", action="store_true", help="skip perplexity before/after")
     g.add_argument(
@@ -108,28 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> PruningConfig:
-    return PruningConfig(
-        sparsity=args.sparsity,
-        target=args.target,
-        budget=args.budget,
-        min_heads_per_layer=args.min_heads_per_layer,
-        num_samples=args.num_samples,
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        learning_rate=args.lr,
-        lr_scheduler=args.lr_scheduler,
-        estimator=args.estimator,
-        baseline_window=args.baseline_window,
-        entropy_weight=args.entropy_weight,
-        sparsity_warmup_steps=args.sparsity_warmup_steps,
-        init=args.init,
-        init_transform=args.init_transform,
-        init_state_path=args.init_state,
-        init_num_samples=args.init_num_samples,
-        seed=args.seed,
-        eval_steps=args.eval_steps,
-        save_steps=args.save_steps,
+    return dataclass_from_args(
+        PruningConfig,
+        args,
         output_dir=str(args.output),
         extra={"base_model": args.model or "hf-faithful reference model"},
     )

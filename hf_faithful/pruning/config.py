@@ -2,13 +2,14 @@
 
 Defaults follow the released scripts where they exist (K=2 samples, square-root
 estimator, baseline window 5, cosine learning rate, sigmap init from Wanda-sp) and
-are tuned for the bundled reference model elsewhere (learning rate, steps).
+are tuned for the bundled reference model elsewhere (learning rate, steps). Fields
+follow TRL's idiom (``field(default=..., metadata={"help": ...})``): the ``prune``
+command builds its options from them, so defaults live here only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,53 +29,106 @@ class PruningConfig:
     layers form one pool, MLP channels another), as in the paper.
     """
 
-    sparsity: float = 0.5
-    """Fraction of units to remove, in [0, 1)."""
-    target: Literal["heads", "channels", "both"] = "both"
-    """What to prune: attention KV-head groups, MLP channels, or both."""
-    budget: Literal["global", "layer"] = "global"
-    """``global``: one budget per pool, layers end up heterogeneous; ``layer``: every
-    layer keeps the same fraction."""
-    min_heads_per_layer: int = 0
-    """Every layer keeps at least this many KV-head groups. With 0 (the paper's
-    setting) a layer may lose all its heads; its attention is then removed entirely.
-    With more, samples that keep too few get the layer's most probable heads added."""
+    # what and how much to prune
+    sparsity: float = field(
+        default=0.5, metadata={"help": "Fraction of units to remove, in [0, 1)."}
+    )
+    target: Literal["heads", "channels", "both"] = field(
+        default="both",
+        metadata={"help": "What to prune: attention KV-head groups, MLP channels, or both."},
+    )
+    budget: Literal["global", "layer"] = field(
+        default="global",
+        metadata={
+            "help": "global: one budget per pool, layers end up heterogeneous; layer: every "
+            "layer keeps the same fraction."
+        },
+    )
+    min_heads_per_layer: int = field(
+        default=0,
+        metadata={
+            "help": "Every layer keeps at least this many KV-head groups. With 0 (the paper's "
+            "setting) a layer may lose all its heads and its attention is removed entirely; "
+            "with more, samples that keep too few get the layer's most probable heads added."
+        },
+    )
 
-    num_samples: int = 2
-    """K: masks drawn (and forward passes run) per step."""
-    max_steps: int = 300
-    """300: best of 100/300/500 on the reference model at 50% (benchmarks/RESULTS.md)."""
-    batch_size: int = 8
-    seq_len: int = 128
-    learning_rate: float = 0.05
-    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    estimator: Literal["sqrt", "reinforce"] = "sqrt"
-    """``sqrt`` divides by sqrt(s(1-s)) as the released code; ``reinforce`` by s(1-s),
-    the exact score function of a Bernoulli."""
-    baseline_window: int = 5
-    """w of the moving-average baseline delta <- (1 - 1/w) delta + (1/w) mean_k L_k."""
-    entropy_weight: float = 0.0
-    """lambda of the entropy penalty (pushes scores towards 0/1); 0 disables it."""
-    sparsity_warmup_steps: int = 0
-    """Ramp the budget linearly from 0 to ``sparsity`` over this many steps."""
+    # optimization
+    num_samples: int = field(
+        default=2, metadata={"help": "K: masks drawn (and forward passes run) per step."}
+    )
+    max_steps: int = field(
+        default=300,
+        metadata={
+            "help": "Policy-gradient steps (0: only the initialization, a one-shot pruner). "
+            "300: best of 100/300/500 on the reference model at 50% (benchmarks/RESULTS.md)."
+        },
+    )
+    batch_size: int = field(default=8, metadata={"help": "Calibration sequences per step."})
+    seq_len: int = field(default=128, metadata={"help": "Tokens per calibration sequence."})
+    learning_rate: float = field(default=0.05, metadata={"help": "SGD step on the scores."})
+    lr_scheduler: Literal["cosine", "linear", "constant"] = field(
+        default="cosine", metadata={"help": "Learning-rate schedule over max_steps."}
+    )
+    estimator: Literal["sqrt", "reinforce"] = field(
+        default="sqrt",
+        metadata={
+            "help": "sqrt divides by sqrt(s(1-s)) as the released code; reinforce by s(1-s), "
+            "the exact score function of a Bernoulli."
+        },
+    )
+    baseline_window: int = field(
+        default=5,
+        metadata={
+            "help": "w of the moving-average baseline delta <- (1 - 1/w) delta + (1/w) mean_k L_k."
+        },
+    )
+    entropy_weight: float = field(
+        default=0.0,
+        metadata={"help": "lambda of the entropy penalty (pushes scores to 0/1); 0 disables it."},
+    )
+    sparsity_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Ramp the budget linearly from 0 to sparsity over this many steps."},
+    )
 
-    init: Literal["wanda_sp", "flap", "magnitude", "random", "constant", "state"] = "wanda_sp"
-    init_transform: Literal["sigmap", "norm"] = "sigmap"
-    init_state_path: str | None = None
-    """Saved prune state (file or pruned-model folder) for ``init="state"``."""
-    init_num_samples: int = 128
-    """Calibration sequences (of ``seq_len`` tokens) for the activation statistics."""
+    # initialization
+    init: Literal["wanda_sp", "flap", "magnitude", "random", "constant", "state"] = field(
+        default="wanda_sp", metadata={"help": "Importance metric that sets the initial scores."}
+    )
+    init_transform: Literal["sigmap", "norm"] = field(
+        default="sigmap", metadata={"help": "How metric values become keep-probabilities."}
+    )
+    init_state_path: str | None = field(
+        default=None,
+        metadata={"help": 'Saved prune state (file or pruned-model folder) for init="state".'},
+    )
+    init_num_samples: int = field(
+        default=128,
+        metadata={"help": "Calibration sequences (of seq_len tokens) for activation statistics."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of masks, batches and random init."})
 
-    seed: int = 0
-    logging_steps: int = 10
-    eval_steps: int = 0
-    """Evaluate the hard-masked model every this many steps (0: never)."""
-    save_steps: int = 0
-    """Write a resumable checkpoint every this many steps (0: never)."""
-    output_dir: str | None = None
-    """Where checkpoints go (``output_dir/checkpoint.safetensors``)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Free-form provenance recorded in saved models (e.g. the base model name)."""
+    # monitoring and checkpoints
+    logging_steps: int = field(
+        default=10, metadata={"help": "Record loss and baseline every this many steps."}
+    )
+    eval_steps: int = field(
+        default=0,
+        metadata={"help": "Evaluate the hard-masked model every this many steps (0: never)."},
+    )
+    save_steps: int = field(
+        default=0,
+        metadata={"help": "Write a resumable checkpoint every this many steps (0: never)."},
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where checkpoints go (output_dir/checkpoint.safetensors)."},
+    )
+    extra: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Free-form provenance recorded in saved models (e.g. base_model)."},
+    )
 
     def __post_init__(self) -> None:
         def fail(name: str, message: str) -> None:
@@ -125,10 +179,9 @@ class PruningConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PruningConfig:
+        """Rebuild from :meth:`to_dict` output (e.g. a saved prune state); unknown keys,
+        written by other versions, are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})

@@ -63,7 +63,7 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str | torch.dtype = "fl
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     if spec.startswith("random:"):
         return random_model(spec.split(":", 1)[1], dtype=dtype, device=device)
-    from hf_faithful.reference import load_causal_lm, load_reference_model
+    from hf_faithful.models import load_causal_lm, load_reference_model
 
     if spec == "reference":
         return load_reference_model(dtype=dtype, device=device)
@@ -90,7 +90,7 @@ def random_model(preset: str, *, dtype: torch.dtype = torch.float32, device: str
     if PRESETS[preset]["vocab_size"] == 4096:  # the reference model's tokenizer fits
         from transformers import AutoTokenizer
 
-        from hf_faithful.reference import REFERENCE_MODEL_DIR
+        from hf_faithful.models import REFERENCE_MODEL_DIR
 
         tokenizer = AutoTokenizer.from_pretrained(str(REFERENCE_MODEL_DIR))
     return model.eval(), tokenizer

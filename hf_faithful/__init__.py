@@ -14,15 +14,15 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # reference model and evaluation
-    "REFERENCE_MODEL_DIR": "hf_faithful.reference",
-    "load_reference_model": "hf_faithful.reference",
+    "REFERENCE_MODEL_DIR": "hf_faithful.models",
+    "load_reference_model": "hf_faithful.models",
     "perplexity": "hf_faithful.evaluation.perplexity",
     "evaluate_with_lm_eval": "hf_faithful.evaluation.harness",
     # pruning
     "PruningConfig": "hf_faithful.pruning.config",
     "PolicyGradientPruner": "hf_faithful.pruning.pruner",
-    "PrunedLlamaConfig": "hf_faithful.pruning.modeling_pruned",
-    "PrunedLlamaForCausalLM": "hf_faithful.pruning.modeling_pruned",
+    "PrunedLlamaConfig": "hf_faithful.models",  # importing it registers the Auto classes
+    "PrunedLlamaForCausalLM": "hf_faithful.models",
     # multimodal chains of thought
     "Trace": "hf_faithful.mcot.trace",
     "Step": "hf_faithful.mcot.trace",
@@ -70,10 +70,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator
     from hf_faithful.mcot.trace import Step, Trace
     from hf_faithful.mcot.zoom import Box, BoxRules, zoom_in
+    from hf_faithful.models import (
+        REFERENCE_MODEL_DIR,
+        PrunedLlamaConfig,
+        PrunedLlamaForCausalLM,
+        load_reference_model,
+    )
     from hf_faithful.pruning.config import PruningConfig
-    from hf_faithful.pruning.modeling_pruned import PrunedLlamaConfig, PrunedLlamaForCausalLM
     from hf_faithful.pruning.pruner import PolicyGradientPruner
-    from hf_faithful.reference import REFERENCE_MODEL_DIR, load_reference_model
     from hf_faithful.sccm.config import SCCMConfig
     from hf_faithful.sccm.data import load_deepeyes
     from hf_faithful.sccm.environment import ZoomInEnvironment

@@ -25,6 +25,6 @@ def _seed():
 @pytest.fixture(scope="session")
 def reference_model():
     """The bundled reference model and tokenizer (float32, eval mode)."""
-    from hf_faithful.reference import load_reference_model
+    from hf_faithful.models import load_reference_model
 
     return load_reference_model()

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from hf_faithful.evaluation import BUNDLED_TASKS, TASKS_DIR, evaluate_with_lm_eval, format_results
-from hf_faithful.reference import REFERENCE_MODEL_DIR
+from hf_faithful.models import REFERENCE_MODEL_DIR
 
 
 def test_bundled_tasks_on_the_reference_model(reference_model):

@@ -6,7 +6,7 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_faithful.evaluation.perplexity import perplexity
-from hf_faithful.reference import REFERENCE_MODEL_DIR, load_causal_lm
+from hf_faithful.models import REFERENCE_MODEL_DIR, load_causal_lm
 
 
 def test_reference_model_is_a_small_gqa_llama():

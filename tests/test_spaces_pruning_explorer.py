@@ -12,8 +12,8 @@ from spaces_utils import launched
 
 from hf_faithful.corpora import calibration_text
 from hf_faithful.evaluation.perplexity import perplexity
+from hf_faithful.models import REFERENCE_MODEL_DIR
 from hf_faithful.pruning import PolicyGradientPruner, PruningConfig
-from hf_faithful.reference import REFERENCE_MODEL_DIR
 
 
 @pytest.fixture(scope="module")

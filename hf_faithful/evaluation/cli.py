@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hf_faithful.evaluation.harness import evaluate_with_lm_eval, format_results, task_manager
     from hf_faithful.evaluation.perplexity import perplexity
-    from hf_faithful.reference import load_causal_lm
+    from hf_faithful.models import load_causal_lm
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.limit is not None:

@@ -1,16 +1,11 @@
 """Policy-gradient structural pruning (arXiv 2406.10576), laid out like a PEFT tuner.
 
-Importing this package registers ``PrunedLlamaConfig`` / ``PrunedLlamaForCausalLM``
-with the transformers Auto classes, so pruned folders load without remote code.
+The pruned model classes live in ``hf_faithful.models`` (importing it registers them
+with the transformers Auto classes); they are re-exported here for convenience.
 """
 
-from transformers import AutoConfig, AutoModelForCausalLM
-
+from hf_faithful.models import PrunedLlamaConfig, PrunedLlamaForCausalLM
 from hf_faithful.pruning.config import PruningConfig
-from hf_faithful.pruning.modeling_pruned import PrunedLlamaConfig, PrunedLlamaForCausalLM
 from hf_faithful.pruning.pruner import PolicyGradientPruner
-
-AutoConfig.register(PrunedLlamaConfig.model_type, PrunedLlamaConfig, exist_ok=True)
-AutoModelForCausalLM.register(PrunedLlamaConfig, PrunedLlamaForCausalLM, exist_ok=True)
 
 __all__ = ["PolicyGradientPruner", "PrunedLlamaConfig", "PrunedLlamaForCausalLM", "PruningConfig"]

@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
     from hf_faithful.corpora import calibration_text, wikitext2_test
     from hf_faithful.evaluation.perplexity import perplexity, tokenize_text
+    from hf_faithful.models import load_causal_lm
     from hf_faithful.pruning.pruner import CHECKPOINT_FILE, PolicyGradientPruner
-    from hf_faithful.reference import load_causal_lm
 
     config = _config(args)  # bad settings fail before anything is loaded
     for name in ("eval_chunks", "final_eval_chunks"):

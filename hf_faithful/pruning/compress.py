@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from accelerate import init_empty_weights
 
-from hf_faithful.pruning.modeling_pruned import PrunedLlamaConfig, PrunedLlamaForCausalLM
+from hf_faithful.models.modeling_pruned import PrunedLlamaConfig, PrunedLlamaForCausalLM
 from hf_faithful.pruning.units import PrunableLayer
 
 

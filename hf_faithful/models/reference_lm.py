@@ -1,4 +1,5 @@
-"""The bundled reference model: a small Llama with grouped-query attention, trained here.
+"""Causal-LM loading, and the bundled reference model: a small Llama with grouped-query
+attention, trained here.
 
 It is the default model of every command that needs one. See its model card
 (``REFERENCE_MODEL_DIR / "README.md"``) for data, command, seed and perplexity.
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import torch
 
-REFERENCE_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "reference-model"
+from hf_faithful.assets import REFERENCE_MODEL_DIR
+
+__all__ = ["REFERENCE_MODEL_DIR", "load_causal_lm", "load_reference_model"]
 
 
 def load_reference_model(dtype: torch.dtype = torch.float32, device: str | None = None):
@@ -33,7 +36,8 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import hf_faithful.pruning  # noqa: F401  (registers pruned models: no remote code needed)
+    # Pruned folders load without remote code: hf_faithful.models (imported before
+    # this module, as its package) registered PrunedLlamaConfig with the Auto classes.
 
     if name_or_path is None:
         name_or_path = str(REFERENCE_MODEL_DIR)

@@ -1,0 +1,30 @@
+"""Models hf-faithful ships or produces, and their loaders.
+
+- ``modeling_pruned``: the config and model of a structurally pruned Llama-family LM
+  (self-contained: it is copied next to pruned weights and loaded through ``auto_map``).
+- ``reference_lm``: ``load_causal_lm`` and the bundled reference LM.
+
+Importing this package registers ``PrunedLlamaConfig`` / ``PrunedLlamaForCausalLM``
+with the transformers Auto classes, so pruned folders load without remote code.
+"""
+
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from hf_faithful.models.modeling_pruned import PrunedLlamaConfig, PrunedLlamaForCausalLM
+
+AutoConfig.register(PrunedLlamaConfig.model_type, PrunedLlamaConfig, exist_ok=True)
+AutoModelForCausalLM.register(PrunedLlamaConfig, PrunedLlamaForCausalLM, exist_ok=True)
+
+from hf_faithful.models.reference_lm import (  # noqa: E402  (after registration)
+    REFERENCE_MODEL_DIR,
+    load_causal_lm,
+    load_reference_model,
+)
+
+__all__ = [
+    "REFERENCE_MODEL_DIR",
+    "PrunedLlamaConfig",
+    "PrunedLlamaForCausalLM",
+    "load_causal_lm",
+    "load_reference_model",
+]

@@ -9,9 +9,9 @@ of valid, and perplexity is reported on WikiText-2 test. See
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
-DATA_DIR = Path(__file__).parent / "assets" / "data"
+from hf_faithful.assets import DATA_DIR
+
 WIKITEXT2_SPLITS = ("valid", "test")
 TRAIN_FRACTION_OF_VALID = 0.7
 

@@ -1,8 +1,7 @@
-"""Model cards and Hub uploads for what hf-faithful produces.
+"""Hub uploads for what hf-faithful produces (a saved folder, one commit).
 
-Cards are rendered from the Jinja templates in ``hf_faithful/assets/model_cards/`` with huggingface_hub's
-``ModelCard.from_template``, so the YAML metadata (base model, tags, evaluation
-results) is what the Hub expects.
+Model cards live with what they describe: ``hf_faithful.pruning.card`` for pruned
+models, ``hf_faithful.sccm.card`` for SCCM-trained ones.
 """
 
 from __future__ import annotations
@@ -10,94 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import HfApi
 
-TEMPLATES_DIR = Path(__file__).resolve().parent / "assets" / "model_cards"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def _human(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f}{unit}"
-    return str(n)
-
-
-def pruned_model_card(
-    config,
-    *,
-    params_before: int,
-    params_after: int,
-    perplexity: dict[str, float] | None = None,
-    repo_id: str | None = None,
-    template_path: str | os.PathLike | None = None,
-) -> ModelCard:
-    """Model card of a pruned model from its ``PrunedLlamaConfig``.
-
-    ``perplexity`` may hold ``before`` / ``after`` WikiText-2 test perplexities; the
-    ``after`` value becomes the card's evaluation result.
-    """
-    pruning: dict[str, Any] = dict(config.pruning or {})
-    base_model = pruning.get("base_model") or "an unnamed model"
-    on_hub = bool(_REPO_ID.match(str(base_model))) and not Path(str(base_model)).exists()
-    perplexity = perplexity or {}
-    model_name = (
-        repo_id.split("/")[-1]
-        if repo_id
-        else f"pruned-{Path(str(base_model)).name}"
-        if on_hub
-        else "pruned-model"
-    )
-    eval_results = None
-    if perplexity.get("after") is not None:
-        eval_results = [
-            EvalResult(
-                task_type="text-generation",
-                dataset_type="wikitext",
-                dataset_name="WikiText-2 (test, 128-token chunks)",
-                dataset_config="wikitext-2-raw-v1",
-                dataset_split="test",
-                metric_type="perplexity",
-                metric_value=round(float(perplexity["after"]), 4),
-            )
-        ]
-    card_data = ModelCardData(
-        base_model=base_model if on_hub else None,
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        tags=["pruned", "structured-pruning", "policy-gradient-pruning", "hf-faithful"],
-        model_name=model_name,
-        eval_results=eval_results,
-    )
-    layers = [
-        (i, q, kv, width)
-        for i, (q, kv, width) in enumerate(
-            zip(
-                config.num_attention_heads_per_layer,
-                config.num_key_value_heads_per_layer,
-                config.intermediate_size_per_layer,
-            )
-        )
-    ]
-    fmt = lambda v: f"{v:.3f}" if v is not None else None  # noqa: E731
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(template_path or TEMPLATES_DIR / "pruned_model.md"),
-        model_name=model_name,
-        base_model=base_model,
-        base_model_link=f"https://huggingface.co/{base_model}" if on_hub else None,
-        method=pruning.get("method", "structured pruning"),
-        params_before=f"{params_before:,} ({_human(params_before)})",
-        params_after=f"{params_after:,} ({_human(params_after)})",
-        params_ratio=f"{params_after / max(params_before, 1):.1%}",
-        ppl_before=fmt(perplexity.get("before")),
-        ppl_after=fmt(perplexity.get("after")),
-        pruning=pruning,
-        layers=layers,
-        repo_id=repo_id or "path/to/this/folder",
-    )
+# "name" or "user/name", as the Hub accepts them
+REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def push_folder(
@@ -110,7 +26,7 @@ def push_folder(
     api: HfApi | None = None,
 ) -> str:
     """Create ``repo_id`` if needed and upload ``folder`` in one commit; returns its URL."""
-    if not repo_id or not _REPO_ID.match(repo_id):
+    if not repo_id or not REPO_ID_PATTERN.match(repo_id):
         raise ValueError(f"repo_id must look like 'user/name', got {repo_id!r}")
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"no folder to upload at {folder}")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
+from hf_faithful.assets import TASKS_DIR
 from hf_faithful.corpora import wikitext2_test
 
-OUT = Path(__file__).resolve().parents[1] / "hf_faithful" / "assets" / "tasks" / "hff_cloze.jsonl"
+OUT = TASKS_DIR / "hff_cloze.jsonl"
 N_ITEMS = 500
 N_CHOICES = 4
 

@@ -23,11 +23,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from hf_faithful.assets import REFERENCE_MODEL_DIR
 from hf_faithful.corpora import calibration_text, wikitext2_test, wikitext2_valid_train_part
 
 REPO = Path(__file__).resolve().parents[1]
 GUTENBERG = REPO / "data" / "gutenberg"
-DEFAULT_OUTPUT = REPO / "hf_faithful" / "assets" / "reference-model"
+DEFAULT_OUTPUT = REFERENCE_MODEL_DIR
 EOS = "<|endoftext|>"
 
 

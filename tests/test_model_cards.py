@@ -87,7 +87,7 @@ def test_pruned_model_card_body(pruned_folder):
 
 
 def test_pruned_model_card_of_a_local_base_has_no_hub_link(tmp_path):
-    from hf_faithful.hub import pruned_model_card
+    from hf_faithful.pruning.card import pruned_model_card
 
     model = tiny_causal_lm("llama")
     pruner = PolicyGradientPruner(

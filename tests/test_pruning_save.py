@@ -3,6 +3,7 @@ hf_faithful installed), Hub upload, prune state and resuming a killed run."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import site
@@ -16,7 +17,7 @@ from transformers import AutoModelForCausalLM
 
 from hf_faithful.pruning import PolicyGradientPruner, PrunedLlamaForCausalLM, PruningConfig
 from hf_faithful.pruning.compress import compress_model
-from hf_faithful.pruning.pruner import CHECKPOINT_FILE, load_prune_state
+from hf_faithful.pruning.state import CHECKPOINT_FILE, load_prune_state
 from hf_faithful.pruning.units import UnitMasks, find_prunable_layers
 from hf_faithful.testing.tiny_llama import ARCHITECTURES, byte_tokenizer, tiny_causal_lm
 
@@ -247,6 +248,32 @@ def test_warm_start_from_a_saved_state(saved):
     cfg = PruningConfig(init="state", init_state_path=str(folder))
     with pytest.raises(ValueError, match="does not match"):
         PolicyGradientPruner(other, config=cfg).initialize()
+
+
+def test_from_pretrained_restores_what_save_pretrained_stored(saved):
+    folder, pruner, _, _ = saved["llama"]
+    model = copy.deepcopy(pruner.model)
+    loaded = PolicyGradientPruner.from_pretrained(model, folder, byte_tokenizer())
+    assert loaded.config == pruner.config and loaded.initialized
+    assert (loaded.step, loaded.baseline, loaded.history) == (
+        pruner.step,
+        pruner.baseline,
+        pruner.history,
+    )
+    torch.testing.assert_close(loaded.scores_heads, pruner.scores_heads, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.scores_channels, pruner.scores_channels, rtol=0, atol=0)
+    assert torch.equal(loaded.generator.get_state(), pruner.generator.get_state())
+    for a, b in zip(loaded.hard_masks(), pruner.hard_masks()):
+        assert a.tolist() == b.tolist()
+    # a saved run continues where it stopped, with config fields overridden
+    more = PolicyGradientPruner.from_pretrained(model, folder, byte_tokenizer(), max_steps=8)
+    assert more.config.max_steps == 8 and more.config.seed == pruner.config.seed
+    more.fit(TEXT, progress=False)
+    assert more.step == 8
+    with pytest.raises(ValueError, match="other layer sizes"):
+        PolicyGradientPruner.from_pretrained(tiny_causal_lm("llama", intermediate_size=40), folder)
+    with pytest.raises(FileNotFoundError, match="no prune state"):
+        PolicyGradientPruner.from_pretrained(model, folder / "missing")
 
 
 @pytest.mark.slow

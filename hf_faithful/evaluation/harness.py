@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-TASKS_DIR = Path(__file__).resolve().parents[1] / "assets" / "tasks"
+from hf_faithful.assets import TASKS_DIR
+
 BUNDLED_TASKS = ("hff_wikitext2", "hff_cloze")
 DEFAULT_TASKS = BUNDLED_TASKS
 

@@ -7,6 +7,11 @@ a moving-average baseline, followed by the bisection projection onto the budget.
 Nothing is back-propagated through the model, so pruning costs K forward passes per
 step and the memory of inference.
 
+This module is the PEFT-style face (``fit``, ``save_pretrained``, ``from_pretrained``)
+and runs the forward passes; the step's math is in ``policy.py``, the state files in
+``state.py``, the data handling in ``data.py``, importance metrics and budgets in
+``scores.py``.
+
 Under ``accelerate launch`` (or any initialized ``torch.distributed`` group) the
 processes split the K samples (or the batch rows when K is not a multiple of the
 number of processes), sum their losses with one all-reduce, and every process then
@@ -15,32 +20,45 @@ applies the same update to the same scores.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from hf_faithful.pruning.config import PruningConfig
+from hf_faithful.pruning.data import epoch_order, eval_token_ids, token_chunks
+from hf_faithful.pruning.policy import (
+    enforce_min_per_layer,
+    mean_token_losses,
+    policy_gradient,
+    sample_masks,
+    update_baseline,
+)
 from hf_faithful.pruning.scores import (
     BudgetProjection,
+    check_head_budget,
     collect_activation_stats,
     hard_mask,
-    keep_count,
     transform_scores,
     unit_metrics,
 )
+from hf_faithful.pruning.state import (
+    CHECKPOINT_FILE,
+    STATE_FILE,
+    load_prune_state,
+    save_prune_state,
+    state_file,
+)
 from hf_faithful.pruning.units import UnitMasks, find_prunable_layers
 
-STATE_FILE = "prune_state.safetensors"
-CHECKPOINT_FILE = "checkpoint.safetensors"
-_EPS = 1e-6
+# Re-exported: callers imported the state file names and loader from here.
+__all__ = ["CHECKPOINT_FILE", "STATE_FILE", "PolicyGradientPruner", "load_prune_state"]
+
 _MAX_SKIPPED = 20
 
 
@@ -50,30 +68,25 @@ def _distributed() -> tuple[int, int]:
     return 1, 0
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-        str(tmp),
-        metadata={"hf_faithful": json.dumps(metadata)},
-    )
-    os.replace(tmp, path)
+@dataclass
+class _StepBuffers:
+    """Preallocated per-step tensors, so a step over millions of units allocates nothing."""
 
+    heads: torch.Tensor  # [K, num_heads] sampled masks
+    channels: torch.Tensor  # [K, num_channels]
+    work_heads: torch.Tensor
+    work_channels: torch.Tensor
+    sums: torch.Tensor  # [K, 2]: summed token loss, token count
 
-def load_prune_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a prune state file, a checkpoint, or a pruned-model folder."""
-    path = Path(path)
-    if path.is_dir():
-        candidates = [path / STATE_FILE, path / CHECKPOINT_FILE]
-        path = next((p for p in candidates if p.is_file()), candidates[0])
-    if not path.is_file():
-        raise FileNotFoundError(f"no prune state at {path}")
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        metadata = json.loads((f.metadata() or {}).get("hf_faithful", "{}"))
-    return load_file(str(path)), metadata
+    @classmethod
+    def allocate(cls, k: int, num_heads: int, num_channels: int, device: torch.device):
+        return cls(
+            heads=torch.empty(k, num_heads),
+            channels=torch.empty(k, num_channels),
+            work_heads=torch.empty(num_heads),
+            work_channels=torch.empty(num_channels),
+            sums=torch.zeros(k, 2, dtype=torch.float64, device=device),
+        )
 
 
 class PolicyGradientPruner:
@@ -84,6 +97,7 @@ class PolicyGradientPruner:
         pruner = PolicyGradientPruner(model, tokenizer, PruningConfig(sparsity=0.5))
         history = pruner.fit(calibration_text)
         pruner.save_pretrained("pruned")  # a smaller model that reloads with from_pretrained
+        pruner = PolicyGradientPruner.from_pretrained(model, "pruned")  # scores, step, config
         ```
 
     With ``max_steps=0``, ``fit`` only computes the initialization, which makes every
@@ -102,7 +116,13 @@ class PolicyGradientPruner:
         self.channel_sizes = self.masks.channel_sizes
         self.prune_heads = self.config.target in ("heads", "both")
         self.prune_channels = self.config.target in ("channels", "both")
-        self._check_budget()
+        if self.prune_heads:
+            check_head_budget(
+                self.head_sizes,
+                self.config.sparsity,
+                per_layer=self.config.budget == "layer",
+                min_heads_per_layer=self.config.min_heads_per_layer,
+            )
 
         self.device = model.get_input_embeddings().weight.device
         self.scores_heads = torch.ones(self.masks.num_heads)
@@ -118,26 +138,28 @@ class PolicyGradientPruner:
         self._project_heads = BudgetProjection(self.head_sizes, self.config.budget == "layer")
         self._project_channels = BudgetProjection(self.channel_sizes, self.config.budget == "layer")
 
-    # ------------------------------------------------------------------ budget
-    def _check_budget(self) -> None:
-        cfg = self.config
-        if not self.prune_heads:
-            return
-        keep = 1.0 - cfg.sparsity
-        if cfg.budget == "global":
-            kept = keep_count(sum(self.head_sizes), keep)
-            needed = cfg.min_heads_per_layer * len(self.head_sizes)
-            if kept < needed:
-                raise ValueError(
-                    f"sparsity={cfg.sparsity} keeps {kept} of {sum(self.head_sizes)} KV-head groups, "
-                    f"fewer than min_heads_per_layer={cfg.min_heads_per_layer} in each of "
-                    f"{len(self.head_sizes)} layers; lower the sparsity"
-                )
-        if any(n < cfg.min_heads_per_layer for n in self.head_sizes):
-            raise ValueError(
-                f"min_heads_per_layer={cfg.min_heads_per_layer} exceeds the KV heads of a layer "
-                f"({min(self.head_sizes)})"
-            )
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: torch.nn.Module,
+        folder: str | os.PathLike,
+        tokenizer=None,
+        **config_overrides: Any,
+    ) -> PolicyGradientPruner:
+        """The pruner that :meth:`save_pretrained` (or a checkpoint) stored in ``folder``.
+
+        ``model`` is the dense model it pruned (the state records its layer sizes and
+        refuses another). Config, scores, step, baseline, RNG and schedule are restored,
+        so ``fit`` continues where the saved run stopped; ``config_overrides`` replace
+        stored config fields (e.g. ``max_steps=600`` to train further).
+        """
+        _, metadata = load_prune_state(folder)
+        if "config" not in metadata:
+            raise ValueError(f"prune state in {folder} has no stored config")
+        values = {**metadata["config"], **config_overrides}
+        pruner = cls(model, tokenizer, PruningConfig.from_dict(values))
+        pruner.load_state(folder)
+        return pruner
 
     def keep_ratio(self, step: int | None = None) -> float:
         """Budget keep ratio at ``step`` (the gradual sparsity ramp, if any)."""
@@ -149,54 +171,9 @@ class PolicyGradientPruner:
 
     # -------------------------------------------------------------------- data
     def prepare_data(self, data, seq_len: int | None = None) -> torch.Tensor:
-        """Token chunks ``[n, seq_len]`` from texts, a ``datasets.Dataset`` or token ids.
-
-        Texts are joined with "\\n\\n", tokenized once and cut into non-overlapping
-        chunks (the perplexity protocol); a 2-D tensor is used as it is.
-        """
-        seq_len = seq_len or self.config.seq_len
-        if hasattr(data, "column_names"):  # datasets.Dataset
-            if "input_ids" in data.column_names:
-                data = torch.tensor([t for row in data["input_ids"] for t in row], dtype=torch.long)
-            elif "text" in data.column_names:
-                data = list(data["text"])
-            else:
-                raise ValueError(
-                    f"calibration dataset needs a 'text' or 'input_ids' column, has {data.column_names}"
-                )
-        if isinstance(data, list | tuple) and data and all(torch.is_tensor(t) for t in data):
-            data = (
-                torch.cat([t.reshape(-1) for t in data]) if data[0].dim() <= 1 else torch.cat(data)
-            )
-        if isinstance(data, str) or (
-            isinstance(data, list | tuple) and data and all(isinstance(t, str) for t in data)
-        ):
-            if self.tokenizer is None:
-                raise ValueError("a tokenizer is required to calibrate on text")
-            from hf_faithful.evaluation.perplexity import tokenize_text
-
-            data = tokenize_text(self.tokenizer, data)
-        if not torch.is_tensor(data):
-            raise ValueError(
-                "calibration data must be text, a list of texts, a datasets.Dataset with a 'text' "
-                f"or 'input_ids' column, or a tensor of token ids; got {type(data).__name__}"
-            )
-        data = data.long()
-        if data.dim() == 2:
-            if data.shape[1] < 2 or data.shape[0] == 0:
-                raise ValueError(
-                    f"token batches must have shape [n, seq_len>=2], got {tuple(data.shape)}"
-                )
-            return data
-        if data.dim() != 1:
-            raise ValueError(f"token ids must be 1-D or 2-D, got shape {tuple(data.shape)}")
-        n = data.numel() // seq_len
-        if n == 0:
-            raise ValueError(
-                f"calibration data has {data.numel()} tokens, fewer than one sequence of "
-                f"seq_len={seq_len}"
-            )
-        return data[: n * seq_len].view(n, seq_len)
+        """Token chunks ``[n, seq_len]`` from texts, a ``datasets.Dataset`` or token ids
+        (see :func:`hf_faithful.pruning.data.token_chunks`)."""
+        return token_chunks(data, self.tokenizer, seq_len or self.config.seq_len)
 
     def _batch(self, chunks: torch.Tensor, step: int) -> torch.Tensor:
         """Batch of ``step``: a fixed function of (seed, step), so resuming replays it."""
@@ -204,8 +181,7 @@ class PolicyGradientPruner:
         per_epoch = chunks.shape[0] // batch_size
         epoch, index = divmod(step, per_epoch)
         if self._epoch_order is None or self._epoch_order[0] != epoch:
-            gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-            self._epoch_order = (epoch, torch.randperm(chunks.shape[0], generator=gen))
+            self._epoch_order = (epoch, epoch_order(chunks.shape[0], self.config.seed, epoch))
         order = self._epoch_order[1]
         return chunks[order[index * batch_size : (index + 1) * batch_size]]
 
@@ -304,29 +280,15 @@ class PolicyGradientPruner:
         chunks = self.prepare_data(train_data)
         self._epoch_order = None
         eval_ids = self._eval_ids(eval_data) if eval_data is not None else None
-        if resume_from_checkpoint:
-            path = (
-                Path(cfg.output_dir or ".") / CHECKPOINT_FILE
-                if resume_from_checkpoint is True
-                else Path(resume_from_checkpoint)
-            )
-            self.load_state(path)
-        elif not self.initialized:
-            self.initialize(chunks, progress=progress)
+        self._resume_or_initialize(chunks, resume_from_checkpoint, progress)
         if self.step >= cfg.max_steps:
             return self.history
 
         world, rank = _distributed()
-        K = cfg.num_samples
-        heads_buf = torch.empty(K, self.masks.num_heads)
-        channels_buf = torch.empty(K, self.masks.num_channels)
-        grad_heads = torch.zeros(self.masks.num_heads)
-        grad_channels = torch.zeros(self.masks.num_channels)
-        work_heads = torch.empty(self.masks.num_heads)
-        work_channels = torch.empty(self.masks.num_channels)
-        sums = torch.zeros(K, 2, dtype=torch.float64, device=self._reduce_device())
+        buffers = _StepBuffers.allocate(
+            cfg.num_samples, self.masks.num_heads, self.masks.num_channels, self._reduce_device()
+        )
         optimizer, scheduler = self._optimizer()
-
         self.masks.set(
             torch.ones(self.masks.num_heads) if self.prune_heads else None,
             torch.ones(self.masks.num_channels) if self.prune_channels else None,
@@ -343,102 +305,99 @@ class PolicyGradientPruner:
             with self.masks.applied():
                 while self.step < cfg.max_steps:
                     batch = self._batch(chunks, self.step)
-                    if self.prune_heads:
-                        heads_buf.bernoulli_(
-                            self.scores_heads.expand(K, -1), generator=self.generator
-                        )
-                        if cfg.min_heads_per_layer:
-                            self._enforce_min_heads(heads_buf)
-                    if self.prune_channels:
-                        channels_buf.bernoulli_(
-                            self.scores_channels.expand(K, -1), generator=self.generator
-                        )
-                    self._sample_losses(batch, heads_buf, channels_buf, sums, world, rank)
-                    losses = (sums[:, 0] / sums[:, 1].clamp_min(1)).cpu()
-                    valid = torch.isfinite(losses)
-                    lr = optimizer.param_groups[0]["lr"]
-                    record = {"step": self.step + 1, "lr": lr, "keep": self.keep_ratio()}
-                    if not bool(valid.any()):
-                        self.skipped_steps += 1
-                        if (
-                            self.skipped_steps >= _MAX_SKIPPED
-                            and self.skipped_steps == self.step + 1
-                        ):
-                            raise ValueError(
-                                f"all {K} losses were NaN/inf in each of the first {_MAX_SKIPPED} "
-                                "steps: the model gives non-finite losses on this data (check "
-                                "the dtype and the inputs)"
-                            )
-                        record["skipped"] = True
-                        self.scores_heads.grad.zero_()
-                        self.scores_channels.grad.zero_()
-                        optimizer.step()  # a no-op that keeps the schedule in step
-                    else:
-                        mean_loss = float(losses[valid].mean())
-                        if self.baseline is None:
-                            self.baseline = mean_loss
-                        else:
-                            w = cfg.baseline_window
-                            self.baseline = (1 - 1 / w) * self.baseline + mean_loss / w
-                        for prune, scores, masks, grad, work in (
-                            (
-                                self.prune_heads,
-                                self.scores_heads,
-                                heads_buf,
-                                grad_heads,
-                                work_heads,
-                            ),
-                            (
-                                self.prune_channels,
-                                self.scores_channels,
-                                channels_buf,
-                                grad_channels,
-                                work_channels,
-                            ),
-                        ):
-                            if prune:
-                                self._gradient(scores, masks, losses, valid, grad, work)
-                        optimizer.step()
-                        self._project(self.keep_ratio(self.step + 1))
-                        record.update(loss=mean_loss, baseline=self.baseline)
+                    record = self._train_step(batch, buffers, optimizer, world, rank)
                     scheduler.step()
                     self.step += 1
                     bar.update(1)
-                    if cfg.logging_steps and self.step % cfg.logging_steps == 0:
-                        self.history.append(record)
-                        if "loss" in record:
-                            bar.set_postfix(
-                                loss=f"{record['loss']:.4f}",
-                                baseline=f"{self.baseline:.4f}",
-                                lr=f"{lr:.2e}",
-                            )
-                    if eval_ids is not None and cfg.eval_steps and self.step % cfg.eval_steps == 0:
-                        ppl = self._evaluate_in_loop(eval_ids)
-                        self.history.append({"step": self.step, "eval_perplexity": ppl})
-                        bar.write(f"step {self.step}: perplexity {ppl:.3f} (hard masks)")
-                    if cfg.save_steps and self.step % cfg.save_steps == 0 and rank == 0:
-                        self.save_state(Path(cfg.output_dir) / CHECKPOINT_FILE, scheduler=scheduler)
+                    self._after_step(record, bar, eval_ids, scheduler, rank)
         finally:
             bar.close()
             self.model.train(was_training)
         self._scheduler_state = scheduler.state_dict()
         return self.history
 
-    @torch.no_grad()
-    def _enforce_min_heads(self, heads_buf: torch.Tensor) -> None:
-        """Switch on a layer's most probable heads where a sample keeps too few.
+    def _resume_or_initialize(self, chunks, resume_from_checkpoint, progress: bool) -> None:
+        if resume_from_checkpoint:
+            path = (
+                Path(self.config.output_dir or ".") / CHECKPOINT_FILE
+                if resume_from_checkpoint is True
+                else Path(resume_from_checkpoint)
+            )
+            self.load_state(path)
+        elif not self.initialized:
+            self.initialize(chunks, progress=progress)
 
-        With ``min_heads_per_layer > 0`` the policy then only explores architectures
-        the hard mask (which keeps that many per layer) can produce.
-        """
-        need = self.config.min_heads_per_layer
-        for part, scores in zip(
-            heads_buf.split(self.head_sizes, dim=1), self.scores_heads.split(self.head_sizes)
+    def _train_step(self, batch, buf: _StepBuffers, optimizer, world, rank) -> dict[str, Any]:
+        """Sample K masks, measure their losses, take one SGD step; returns the record."""
+        cfg = self.config
+        K = cfg.num_samples
+        if self.prune_heads:
+            sample_masks(self.scores_heads, K, self.generator, out=buf.heads)
+            enforce_min_per_layer(
+                buf.heads, self.scores_heads, self.head_sizes, cfg.min_heads_per_layer
+            )
+        if self.prune_channels:
+            sample_masks(self.scores_channels, K, self.generator, out=buf.channels)
+        self._sample_losses(batch, buf.heads, buf.channels, buf.sums, world, rank)
+        losses, valid = mean_token_losses(buf.sums)
+        record = {
+            "step": self.step + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "keep": self.keep_ratio(),
+        }
+        if not bool(valid.any()):
+            self.skipped_steps += 1
+            if self.skipped_steps >= _MAX_SKIPPED and self.skipped_steps == self.step + 1:
+                raise ValueError(
+                    f"all {K} losses were NaN/inf in each of the first {_MAX_SKIPPED} "
+                    "steps: the model gives non-finite losses on this data (check "
+                    "the dtype and the inputs)"
+                )
+            record["skipped"] = True
+            self.scores_heads.grad.zero_()
+            self.scores_channels.grad.zero_()
+            optimizer.step()  # a no-op that keeps the schedule in step
+            return record
+        mean_loss = float(losses[valid].mean())
+        self.baseline = update_baseline(self.baseline, mean_loss, cfg.baseline_window)
+        for prune, scores, masks, work in (
+            (self.prune_heads, self.scores_heads, buf.heads, buf.work_heads),
+            (self.prune_channels, self.scores_channels, buf.channels, buf.work_channels),
         ):
-            short = part.sum(1) < need
-            if bool(short.any()):
-                top = torch.topk(scores, need, sorted=False).indices
-                part[short.nonzero()[:, None], top] = 1.0
+            if prune:
+                policy_gradient(
+                    scores,
+                    masks,
+                    losses,
+                    valid,
+                    self.baseline,
+                    estimator=cfg.estimator,
+                    entropy_weight=cfg.entropy_weight,
+                    out=scores.grad,
+                    work=work,
+                )
+        optimizer.step()
+        self._project(self.keep_ratio(self.step + 1))
+        record.update(loss=mean_loss, baseline=self.baseline)
+        return record
+
+    def _after_step(self, record, bar, eval_ids, scheduler, rank: int) -> None:
+        """Log, evaluate and checkpoint on their step intervals."""
+        cfg = self.config
+        if cfg.logging_steps and self.step % cfg.logging_steps == 0:
+            self.history.append(record)
+            if "loss" in record:
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4f}",
+                    baseline=f"{self.baseline:.4f}",
+                    lr=f"{record['lr']:.2e}",
+                )
+        if eval_ids is not None and cfg.eval_steps and self.step % cfg.eval_steps == 0:
+            ppl = self._evaluate_in_loop(eval_ids)
+            self.history.append({"step": self.step, "eval_perplexity": ppl})
+            bar.write(f"step {self.step}: perplexity {ppl:.3f} (hard masks)")
+        if cfg.save_steps and self.step % cfg.save_steps == 0 and rank == 0:
+            self.save_state(Path(cfg.output_dir) / CHECKPOINT_FILE, scheduler=scheduler)
 
     def _reduce_device(self) -> torch.device:
         world, _ = _distributed()
@@ -492,26 +451,6 @@ class PolicyGradientPruner:
         if world > 1:
             torch.distributed.all_reduce(sums)
 
-    @torch.no_grad()
-    def _gradient(self, scores, masks, losses, valid, grad, work) -> None:
-        """``grad = 1/(K-1) sum_k (L_k - delta)(m_k - s) / d(s)`` (+ entropy), in place."""
-        cfg = self.config
-        grad.zero_()
-        n_valid = int(valid.sum())
-        for k in torch.nonzero(valid).flatten().tolist():
-            torch.sub(masks[k], scores, out=work)
-            grad.add_(work, alpha=float(losses[k]) - self.baseline)
-        grad.div_(max(n_valid - 1, 1))
-        torch.mul(scores, 1 - scores, out=work)
-        work.clamp_(min=_EPS)
-        if cfg.estimator == "sqrt":
-            work.sqrt_()
-        grad.div_(work)
-        if cfg.entropy_weight:
-            s = scores.clamp(_EPS, 1 - _EPS)
-            grad.add_(torch.log1p(-s) - torch.log(s), alpha=cfg.entropy_weight)
-        scores.grad.copy_(grad)
-
     # -------------------------------------------------------------- results
     def hard_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """0/1 masks (heads, channels; flat, layer order) keeping the top scores."""
@@ -557,13 +496,7 @@ class PolicyGradientPruner:
         return self.masks.applied()
 
     def _eval_ids(self, data) -> torch.Tensor:
-        if isinstance(data, str) or (isinstance(data, Sequence) and not torch.is_tensor(data)):
-            if self.tokenizer is None:
-                raise ValueError("a tokenizer is required to evaluate on text")
-            from hf_faithful.evaluation.perplexity import tokenize_text
-
-            return tokenize_text(self.tokenizer, data)
-        return torch.as_tensor(data).reshape(-1)
+        return eval_token_ids(data, self.tokenizer)
 
     def _evaluate_in_loop(self, eval_ids) -> float:
         from hf_faithful.evaluation.perplexity import perplexity
@@ -623,6 +556,7 @@ class PolicyGradientPruner:
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors and metadata of the prune state (the format of ``state.py``)."""
         heads, channels = self.hard_masks()
         tensors = {
             "scores_heads": self.scores_heads.detach().clone(),
@@ -648,11 +582,7 @@ class PolicyGradientPruner:
         if scheduler is not None:
             self._scheduler_state = scheduler.state_dict()
         tensors, metadata = self.state_dict()
-        path = Path(path)
-        if path.is_dir() or not path.suffix:
-            path = path / STATE_FILE
-        _atomic_save(tensors, metadata, path)
-        return path
+        return save_prune_state(tensors, metadata, state_file(path))
 
     def load_state(self, path: str | os.PathLike) -> None:
         """Resume from :meth:`save_state` output (a file, or a folder holding one)."""
@@ -685,7 +615,7 @@ class PolicyGradientPruner:
         ``perplexity`` (e.g. ``{"before": 66.1, "after": 84.2}``) goes into the card;
         ``compressed`` reuses a model from :meth:`compress`. Returns the saved model.
         """
-        from hf_faithful.hub import pruned_model_card
+        from hf_faithful.pruning.card import pruned_model_card
 
         save_directory = Path(save_directory)
         pruned = compressed if compressed is not None else self.compress()

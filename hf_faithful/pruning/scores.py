@@ -18,7 +18,7 @@ and averaging over the query heads that share the KV head.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -175,6 +175,26 @@ def transform_scores(
 def keep_count(n: int, keep: float) -> int:
     """Units kept out of ``n`` at keep ratio ``keep`` (round half up)."""
     return int(math.floor(keep * n + 0.5))
+
+
+def check_head_budget(
+    head_sizes: Sequence[int], sparsity: float, *, per_layer: bool, min_heads_per_layer: int
+) -> None:
+    """Raise early if ``min_heads_per_layer`` cannot hold at ``sparsity``."""
+    if not per_layer:
+        kept = keep_count(sum(head_sizes), 1.0 - sparsity)
+        needed = min_heads_per_layer * len(head_sizes)
+        if kept < needed:
+            raise ValueError(
+                f"sparsity={sparsity} keeps {kept} of {sum(head_sizes)} KV-head groups, "
+                f"fewer than min_heads_per_layer={min_heads_per_layer} in each of "
+                f"{len(head_sizes)} layers; lower the sparsity"
+            )
+    if any(n < min_heads_per_layer for n in head_sizes):
+        raise ValueError(
+            f"min_heads_per_layer={min_heads_per_layer} exceeds the KV heads of a layer "
+            f"({min(head_sizes)})"
+        )
 
 
 class BudgetProjection:

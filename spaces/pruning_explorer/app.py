@@ -26,7 +26,7 @@ from hf_faithful.corpora import calibration_text  # noqa: E402
 from hf_faithful.evaluation.perplexity import perplexity  # noqa: E402
 from hf_faithful.models import REFERENCE_MODEL_DIR, load_causal_lm, load_reference_model  # noqa: E402
 from hf_faithful.pruning import PolicyGradientPruner, PrunedLlamaConfig, PruningConfig  # noqa: E402
-from hf_faithful.pruning.pruner import load_prune_state  # noqa: E402
+from hf_faithful.pruning.state import load_prune_state  # noqa: E402
 
 DEFAULT_SPARSITY = 0.3
 DEFAULT_STEPS = 20

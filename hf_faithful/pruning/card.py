@@ -1,0 +1,100 @@
+"""Model card of a pruned model, rendered from ``assets/model_cards/pruned_model.md``.
+
+Rendered with huggingface_hub's ``ModelCard.from_template``, so the YAML metadata
+(base model, tags, evaluation results) is what the Hub expects.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from hf_faithful.assets import MODEL_CARDS_DIR
+from hf_faithful.hub import REPO_ID_PATTERN
+
+TEMPLATE = MODEL_CARDS_DIR / "pruned_model.md"
+
+
+def _human(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def pruned_model_card(
+    config,
+    *,
+    params_before: int,
+    params_after: int,
+    perplexity: dict[str, float] | None = None,
+    repo_id: str | None = None,
+    template_path: str | os.PathLike | None = None,
+) -> ModelCard:
+    """Model card of a pruned model from its ``PrunedLlamaConfig``.
+
+    ``perplexity`` may hold ``before`` / ``after`` WikiText-2 test perplexities; the
+    ``after`` value becomes the card's evaluation result.
+    """
+    pruning: dict[str, Any] = dict(config.pruning or {})
+    base_model = pruning.get("base_model") or "an unnamed model"
+    on_hub = bool(REPO_ID_PATTERN.match(str(base_model))) and not Path(str(base_model)).exists()
+    perplexity = perplexity or {}
+    model_name = (
+        repo_id.split("/")[-1]
+        if repo_id
+        else f"pruned-{Path(str(base_model)).name}"
+        if on_hub
+        else "pruned-model"
+    )
+    eval_results = None
+    if perplexity.get("after") is not None:
+        eval_results = [
+            EvalResult(
+                task_type="text-generation",
+                dataset_type="wikitext",
+                dataset_name="WikiText-2 (test, 128-token chunks)",
+                dataset_config="wikitext-2-raw-v1",
+                dataset_split="test",
+                metric_type="perplexity",
+                metric_value=round(float(perplexity["after"]), 4),
+            )
+        ]
+    card_data = ModelCardData(
+        base_model=base_model if on_hub else None,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["pruned", "structured-pruning", "policy-gradient-pruning", "hf-faithful"],
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+    layers = [
+        (i, q, kv, width)
+        for i, (q, kv, width) in enumerate(
+            zip(
+                config.num_attention_heads_per_layer,
+                config.num_key_value_heads_per_layer,
+                config.intermediate_size_per_layer,
+            )
+        )
+    ]
+    fmt = lambda v: f"{v:.3f}" if v is not None else None  # noqa: E731
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path or TEMPLATE),
+        model_name=model_name,
+        base_model=base_model,
+        base_model_link=f"https://huggingface.co/{base_model}" if on_hub else None,
+        method=pruning.get("method", "structured pruning"),
+        params_before=f"{params_before:,} ({_human(params_before)})",
+        params_after=f"{params_after:,} ({_human(params_after)})",
+        params_ratio=f"{params_after / max(params_before, 1):.1%}",
+        ppl_before=fmt(perplexity.get("before")),
+        ppl_after=fmt(perplexity.get("after")),
+        pruning=pruning,
+        layers=layers,
+        repo_id=repo_id or "path/to/this/folder",
+    )

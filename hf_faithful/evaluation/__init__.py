@@ -1,4 +1,8 @@
-"""Evaluation shared by both halves: perplexity (pruning-paper protocol) and lm-eval glue."""
+"""Language-model evaluation used by the pruning half: WikiText-2 perplexity (the pruning
+paper's protocol), lm-eval glue and bundled offline tasks, and `hf-faithful evaluate`.
+
+The faithfulness half measures with its own code (``hf_faithful.faithfulness``).
+"""
 
 from hf_faithful.evaluation.harness import (
     BUNDLED_TASKS,

@@ -33,10 +33,10 @@ from transformers import TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from hf_faithful.mcot.answers import answers_match  # noqa: E402
+from hf_faithful.mcot.messages import final_answer  # noqa: E402
 from hf_faithful.sccm.config import SCCMConfig  # noqa: E402
 from hf_faithful.sccm.data import load_deepeyes  # noqa: E402
 from hf_faithful.sccm.environment import ZoomInEnvironment  # noqa: E402
-from hf_faithful.sccm.rewards import final_answer  # noqa: E402
 from hf_faithful.sccm.trainer import SCCMRewardTrainer  # noqa: E402
 from hf_faithful.testing.tiny_vlm import load_tiny_vlm, save_tiny_vlm, script_generation  # noqa: E402
 

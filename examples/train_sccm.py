@@ -43,8 +43,8 @@ from transformers import AutoProcessor, HfArgumentParser  # noqa: E402
 
 from hf_faithful import SCCMConfig, SCCMRewardTrainer  # noqa: E402
 from hf_faithful.mcot.answers import answers_match  # noqa: E402
+from hf_faithful.mcot.messages import final_answer  # noqa: E402
 from hf_faithful.sccm.data import load_deepeyes  # noqa: E402
-from hf_faithful.sccm.rewards import final_answer  # noqa: E402
 
 COLORS = {
     "red": (220, 30, 30),

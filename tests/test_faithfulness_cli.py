@@ -4,10 +4,12 @@ import argparse
 import json
 
 import pytest
-from test_faithfulness_backends import ChatServer, request_images
+from chat_server import ChatServer, request_images
 from test_faithfulness_evaluator import dominant_color
 
 from hf_faithful.faithfulness import cli
+from hf_faithful.faithfulness.config import FaithfulnessConfig
+from hf_faithful.mcot.backends import load_local_backend
 
 ASSETS = "hf_faithful/assets/faithfulness"
 
@@ -24,13 +26,8 @@ def test_no_arguments_runs_the_bundled_demo_offline(tmp_path, monkeypatch, capsy
     assert _run([]) == 0
     report = json.loads((tmp_path / "faithfulness_report" / "report.json").read_text())
     assert report["n_traces"] == 9 and report["n_valid"] == 8
-    assert set(report["effects"]) == {
-        "T:offline",
-        "V:noise_gaussian",
-        "V:blank",
-        "V:other_region",
-        "V:shuffle",
-    }
+    # the config's defaults: offline do(T) and Gaussian-noise do(V), as in the paper
+    assert set(report["effects"]) == {"T:offline", "V:noise_gaussian"}
     assert report["reliability"] is not None and report["sufficiency"]["n"] == 8  # self-judged demo
     assert report["invalid"][0]["source"] == "sample_traces.jsonl:9"
     out = capsys.readouterr().out
@@ -102,13 +99,39 @@ def test_bad_arguments(tmp_path):
         _run(["--model", str(tmp_path / "missing"), "--data", f"{ASSETS}/sample_traces.jsonl"])
     with pytest.raises(SystemExit):
         _run(["--visual", "sepia"])
+    with pytest.raises(ValueError, match="name the served model"):
+        _run(["--judge", "same", "--judge-endpoint", "http://127.0.0.1:9/v1"])
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="hf-faithful")
+    cli.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["faithfulness", *argv])
+
+
+def test_options_are_built_from_the_config():
+    args = _parse([])
+    defaults = FaithfulnessConfig()
+    for name in ("visual_interventions", "text_corruptions", "judge_metrics", "match"):
+        assert getattr(args, name) == getattr(defaults, name)
+    for name in ("baseline", "prefill_answer", "max_new_tokens", "max_tool_calls", "seed"):
+        assert getattr(args, name) == getattr(defaults, name)
+    assert (args.coords, args.min_side) == (defaults.box_rules.coords, defaults.box_rules.min_side)
+    # the old flag names keep working
+    args = _parse(
+        ["--visual", "blank,shuffle", "--no-prefill-answer", "--coords", "normalized_1000"]
+    )
+    assert args.visual_interventions == ("blank", "shuffle") and args.prefill_answer is False
+    args = _parse(["--visual-interventions", "blank", "--max-turn-tokens", "9", "--min-side", "5"])
+    assert args.visual_interventions == ("blank",)
+    assert (args.max_turn_tokens, args.min_side) == (9, 5)
 
 
 def test_local_model_folder(tmp_path):
     from hf_faithful.testing.tiny_vlm import save_tiny_vlm
 
     path = save_tiny_vlm(tmp_path / "tiny")
-    backend = cli.load_local_backend(path, batch_size=2)
+    backend = load_local_backend(path, batch_size=2)
     assert hasattr(backend.processor, "image_processor")  # image-only processor fallback
     code = _run(
         [

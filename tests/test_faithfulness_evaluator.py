@@ -6,18 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from test_faithfulness_backends import ChatServer, request_images, request_text
+from chat_server import ChatServer, request_images, request_text
 
-from hf_faithful.faithfulness.backends import LocalVLMBackend, OpenAIChatBackend
-from hf_faithful.faithfulness.evaluator import (
-    FaithfulnessConfig,
-    FaithfulnessEvaluator,
-    answer_from_reply,
-    load_questions,
-)
-from hf_faithful.faithfulness.judge import FaithfulnessJudge, parse_score
+from hf_faithful.faithfulness.config import FaithfulnessConfig
+from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator
+from hf_faithful.faithfulness.judge import FaithfulnessJudge
 from hf_faithful.faithfulness.metric import compute_faithfulness
-from hf_faithful.mcot.trace import load_traces
+from hf_faithful.mcot.backends import LocalVLMBackend, OpenAIChatBackend
+from hf_faithful.mcot.records import load_questions, load_traces
 from hf_faithful.mcot.zoom import zoom_in
 
 ASSETS = "hf_faithful/assets/faithfulness"
@@ -153,29 +149,6 @@ def test_judge_scores_through_an_endpoint(traces):
     assert report.effects == {}  # no model under test: judge only
 
 
-@pytest.mark.parametrize(
-    ("reply", "score"),
-    [
-        ("Score: 8", 0.8),
-        ('{"score": 3}', 0.3),
-        ("I'd say 9/10.", 0.9),
-        ("5", 0.5),
-        ("Yes.", 1.0),
-        ("no", 0.0),
-        ("Score: 12", None),
-        ("hmm", None),
-    ],
-)
-def test_parse_judge_scores(reply, score):
-    assert parse_score(reply) == (None if score is None else pytest.approx(score))
-
-
-def test_answer_from_reply():
-    assert answer_from_reply("red</answer>", prefilled=True) == "red"
-    assert answer_from_reply("<think>x</think><answer>blue</answer>", prefilled=True) == "blue"
-    assert answer_from_reply("green\nmore", prefilled=False) == "green"
-
-
 def test_trace_generation_with_the_zoom_tool():
     questions = load_questions(f"{ASSETS}/sample_questions.jsonl")[:2]
 
@@ -242,12 +215,6 @@ def test_tiny_local_vlm_end_to_end(traces):
     assert len(generated) == 2 and all(t.metadata["response"] is not None for t in generated)
 
 
-def test_config_is_checked():
-    with pytest.raises(ValueError, match="visual_interventions"):
-        FaithfulnessConfig(visual_interventions=("sepia",))
-    with pytest.raises(ValueError, match="baseline"):
-        FaithfulnessConfig(baseline="paper")
-    with pytest.raises(ValueError, match="user_template"):
-        FaithfulnessConfig(user_template="no field")
+def test_evaluator_needs_backends():
     with pytest.raises(TypeError, match="model must have an answer"):
         FaithfulnessEvaluator(object())

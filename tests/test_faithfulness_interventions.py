@@ -2,17 +2,17 @@
 
 import numpy as np
 import pytest
+from chat_server import ChatServer, request_text
 from PIL import Image
-from test_faithfulness_backends import ChatServer, request_text
 
-from hf_faithful.faithfulness.backends import OpenAIChatBackend
 from hf_faithful.faithfulness.interventions import (
     VISUAL_INTERVENTIONS,
     corrupt_text,
     intervene_text,
     intervene_visual,
 )
-from hf_faithful.mcot.trace import load_traces
+from hf_faithful.mcot.backends import OpenAIChatBackend
+from hf_faithful.mcot.records import load_traces
 
 SAMPLE = "hf_faithful/assets/faithfulness/sample_traces.jsonl"
 

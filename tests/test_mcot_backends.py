@@ -1,126 +1,25 @@
-"""Answer backends: a real HTTP server speaking the OpenAI chat API, and the tiny local VLM.
-
-``ChatServer`` (also used by the other faithfulness tests) serves
-``POST /v1/chat/completions`` on 127.0.0.1 with replies computed by a Python function of
-the request, so tests can script a model that reads the crops or the reasoning.
-"""
+"""Answer backends: an OpenAI-compatible endpoint (a real local HTTP server), the tiny
+local VLM, and the backend factory."""
 
 import base64
 import copy
 import io
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import torch
+from chat_server import ChatServer, request_images
 from PIL import Image
 
-from hf_faithful.faithfulness.backends import (
+from hf_faithful.mcot.backends import (
     AnswerBackend,
     LocalVLMBackend,
     OpenAIChatBackend,
-    cut_at_stop,
+    build_backend,
 )
-from hf_faithful.mcot.trace import load_traces
+from hf_faithful.mcot.records import load_traces
 
 SAMPLE = "hf_faithful/assets/faithfulness/sample_traces.jsonl"
-
-
-class ChatServer:
-    """OpenAI-compatible chat completions server whose reply is ``respond(request_json)``.
-
-    ``fail_with`` holds HTTP status codes returned (in order) before answering normally.
-    """
-
-    def __init__(self, respond, fail_with=()):
-        self.respond = respond
-        self.fail_with = list(fail_with)
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self._lock = threading.Lock()
-
-    def __enter__(self):
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer._lock:
-                    outer.requests.append(body)
-                    outer.headers.append(dict(self.headers))
-                    failure = outer.fail_with.pop(0) if outer.fail_with else None
-                if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
-                if failure:
-                    return self._send(failure, {"error": {"message": "try again"}})
-                if "model" not in body or "messages" not in body:
-                    return self._send(400, {"error": {"message": "model and messages required"}})
-                text = cut_at_stop(outer.respond(body), body.get("stop"))
-                self._send(
-                    200,
-                    {
-                        "id": "chatcmpl-test",
-                        "object": "chat.completion",
-                        "model": body["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    },
-                )
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-def request_images(body) -> list[Image.Image]:
-    """The images of a chat request, in order, decoded from their data URIs."""
-    images = []
-    for message in body["messages"]:
-        content = message["content"]
-        for part in content if isinstance(content, list) else []:
-            if part["type"] == "image_url":
-                data = part["image_url"]["url"].split(",", 1)[1]
-                images.append(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
-    return images
-
-
-def request_text(body, roles=("user", "assistant", "system")) -> str:
-    texts = []
-    for message in body["messages"]:
-        if message["role"] not in roles:
-            continue
-        content = message["content"]
-        if isinstance(content, str):
-            texts.append(content)
-        else:
-            texts += [p["text"] for p in content if p["type"] == "text"]
-    return "\n".join(texts)
 
 
 def test_endpoint_payload_images_stop_and_auth():
@@ -251,66 +150,12 @@ def test_sampling_is_seeded(tiny_vlm):
     assert np.all([isinstance(x, str) for x in a])
 
 
-def test_cached_backend_resumes_and_never_asks_twice(tmp_path):
-    from hf_faithful.faithfulness.backends import CachedBackend
-
-    image = Image.new("RGB", (8, 8), (1, 2, 3))
-    prompts = [
-        [
-            {
-                "role": "user",
-                "content": [{"type": "image", "image": image}, {"type": "text", "text": str(i)}],
-            }
-        ]
-        for i in range(5)
-    ]
-    path = tmp_path / "cache.jsonl"
-    calls = []
-
-    class Flaky:
-        """Fails at its ``fail_at``-th call, as an interrupted run would."""
-
-        def __init__(self, fail_at=None):
-            self.fail_at = fail_at
-
-        def answer(self, batch, max_new_tokens=128, stop=None):
-            calls.append(len(batch))
-            if len(calls) == self.fail_at:
-                raise RuntimeError("connection lost")
-            return [p[0]["content"][1]["text"] + "!" for p in batch]
-
-    with pytest.raises(RuntimeError, match="connection lost"):
-        CachedBackend(Flaky(fail_at=3), path, namespace="m", chunk_size=2).answer(
-            prompts + prompts[:1]
-        )
-    assert calls == [2, 2, 1]  # the duplicate prompt is asked once
-    with open(path, "a") as handle:
-        handle.write('{"key": "torn')  # a crash in the middle of a line
-    calls.clear()
-    cached = CachedBackend(Flaky(), path, namespace="m", chunk_size=2)
-    assert cached.answer(prompts) == ["0!", "1!", "2!", "3!", "4!"]
-    assert calls == [1]  # only the prompt lost in the interruption
-    calls.clear()
-    assert CachedBackend(Flaky(), path, namespace="m").answer(prompts[::-1]) == [
-        "4!",
-        "3!",
-        "2!",
-        "1!",
-        "0!",
-    ]
-    assert calls == []
-    other_image = [
-        [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image", "image": Image.new("RGB", (8, 8))},
-                    {"type": "text", "text": "0"},
-                ],
-            }
-        ]
-    ]
-    CachedBackend(Flaky(), path, namespace="m").answer(other_image)
-    CachedBackend(Flaky(), path, namespace="other").answer(prompts[:1])
-    CachedBackend(Flaky(), path, namespace="m").answer(prompts[:1], max_new_tokens=7)
-    assert calls == [1, 1, 1]  # a different image, model or length is a different question
+def test_build_backend_endpoint_and_tiny():
+    backend = build_backend("served", "http://127.0.0.1:9/v1", continue_final_message=True)
+    assert isinstance(backend, OpenAIChatBackend) and backend.model == "served"
+    assert backend.continue_final_message
+    with pytest.raises(ValueError, match="name the served model"):
+        build_backend("tiny", "http://127.0.0.1:9/v1")
+    tiny = build_backend("tiny", batch_size=3)
+    assert isinstance(tiny, LocalVLMBackend) and tiny.batch_size == 3
+    assert hasattr(tiny.processor, "image_processor")

@@ -6,13 +6,13 @@ import pytest
 from PIL import Image
 
 from hf_faithful.mcot.answers import choice_match, exact_match
+from hf_faithful.mcot.messages import final_answer
 from hf_faithful.mcot.zoom import Box, BoxRules
 from hf_faithful.sccm.environment import ZoomInEnvironment
 from hf_faithful.sccm.rewards import (
     MinimalityReward,
     SufficiencyReward,
     count_malformed_tool_calls,
-    final_answer,
     minimality_reward,
     minimality_score,
     union_area,

@@ -26,7 +26,7 @@ import torch
 from datasets import Dataset
 from PIL import Image
 
-from hf_faithful.faithfulness.backends import LocalVLMBackend
+from hf_faithful.mcot.backends import LocalVLMBackend
 from hf_faithful.sccm.config import SCCMConfig
 from hf_faithful.sccm.data import load_deepeyes
 from hf_faithful.sccm.trainer import SCCMRewardTrainer

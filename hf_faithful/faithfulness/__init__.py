@@ -1,6 +1,10 @@
 """Measuring the faithfulness of visual thinking (arXiv 2510.23482): interventions on the
-text and the crops of a trace, effects with statistics, LVLM-judge metrics, backends.
+text and the crops of a trace, effects with statistics, LVLM-judge metrics.
 
-Import from the submodules (``evaluator``, ``interventions``, ``stats``, ``judge``,
-``backends``, ``metric``); they are kept apart so light users do not import torch.
+Modules: ``config`` (FaithfulnessConfig), ``evaluator`` (FaithfulnessEvaluator),
+``report`` (FaithfulnessReport), ``interventions`` (do(T), do(V)), ``stats`` (the effect
+core, bootstrap, McNemar), ``judge``, ``metric`` (the ``mcot_faithfulness`` logic),
+``prompts``, ``cli``. The model backends and the trace format live in
+:mod:`hf_faithful.mcot`. Import from the submodules; this package imports nothing, so
+light users do not pay for torch.
 """

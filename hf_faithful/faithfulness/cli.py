@@ -2,27 +2,38 @@
 
 With no arguments it runs on the bundled sample traces with the tiny built-in model
 (random weights: the numbers mean nothing, the pipeline is the point), fully offline.
+Every FaithfulnessConfig field and every BoxRules field is an option (``--field-name``),
+with the config's default.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from hf_faithful.faithfulness.backends import (
-    AnswerBackend,
-    CachedBackend,
-    LocalVLMBackend,
-    OpenAIChatBackend,
-)
+from hf_faithful.assets import FAITHFULNESS_DIR
+from hf_faithful.cli_utils import add_dataclass_arguments, dataclass_from_args, option_name
+from hf_faithful.faithfulness.config import JUDGE_METRICS, FaithfulnessConfig
 from hf_faithful.faithfulness.interventions import TEXT_CORRUPTIONS, VISUAL_INTERVENTIONS
+from hf_faithful.mcot.backend_cache import CachedBackend
+from hf_faithful.mcot.backends import AnswerBackend, build_backend
+from hf_faithful.mcot.zoom import BoxRules
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "assets" / "faithfulness"
+SAMPLE_DIR = FAITHFULNESS_DIR
 SAMPLE_TRACES = SAMPLE_DIR / "sample_traces.jsonl"
 SAMPLE_QUESTIONS = SAMPLE_DIR / "sample_questions.jsonl"
-_TRACE_KEYS = ("steps", "messages", "response", "completion", "output", "trace")
+
+# FaithfulnessConfig fields given as comma-separated lists: field -> (choices, old flag)
+_CSV_FIELDS = {
+    "visual_interventions": (VISUAL_INTERVENTIONS, "--visual"),
+    "text_corruptions": (TEXT_CORRUPTIONS, None),
+    "judge_metrics": (JUDGE_METRICS, None),
+}
+_MATCH_MODES = ("exact", "choice")
+# set from other options (box_rules) or through their own parser (match: a mode or a callable)
+_NOT_OPTIONS = ("box_rules", "match", *_CSV_FIELDS)
 
 
 def _csv(choices: tuple[str, ...]):
@@ -34,6 +45,34 @@ def _csv(choices: tuple[str, ...]):
         return items
 
     return parse
+
+
+def _config_field(name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(FaithfulnessConfig) if f.name == name)
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Options of FaithfulnessConfig (defaults and help read from its fields)."""
+    group = parser.add_argument_group("measurement (FaithfulnessConfig)")
+    for name, (choices, old_flag) in _CSV_FIELDS.items():
+        field = _config_field(name)
+        flags = [option_name(name)] + ([old_flag] if old_flag else [])
+        group.add_argument(
+            *flags,
+            dest=name,
+            type=_csv(choices),
+            default=field.default,
+            help=field.metadata["help"] + " (default: %(default)s)",
+        )
+    match = _config_field("match")
+    group.add_argument(
+        "--match",
+        choices=_MATCH_MODES,
+        default=match.default,
+        help=match.metadata["help"].split(" or a callable")[0] + " (default: %(default)s)",
+    )
+    add_dataclass_arguments(group, FaithfulnessConfig, exclude=_NOT_OPTIONS)
+    add_dataclass_arguments(parser.add_argument_group("zoom-in boxes (BoxRules)"), BoxRules)
 
 
 def register(subparsers: Any) -> None:
@@ -70,66 +109,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--rewriter-endpoint", help="OpenAI-compatible base URL of the rewriter")
     parser.add_argument(
-        "--visual",
-        type=_csv(VISUAL_INTERVENTIONS),
-        default=("noise_gaussian", "blank", "other_region", "shuffle"),
-        help="visual interventions, comma-separated; the first is reported as ATE_V (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--text-corruptions",
-        type=_csv(TEXT_CORRUPTIONS),
-        default=TEXT_CORRUPTIONS,
-        help="offline corruptions for do(T) (default: all)",
-    )
-    parser.add_argument(
         "--continue-final-message",
         action="store_true",
         help="the endpoint can continue a prefilled assistant turn (vLLM, SGLang)",
     )
     parser.add_argument(
-        "--no-prefill-answer",
-        action="store_true",
-        help="do not open <answer> after the prefix (for APIs that always start a new reply)",
-    )
-    parser.add_argument(
         "--cache",
         help="JSONL file storing every answer as it arrives: rerun the same command to resume an interrupted run",
-    )
-    parser.add_argument(
-        "--match",
-        choices=("exact", "choice"),
-        default="exact",
-        help="answer matching (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--baseline",
-        choices=("control", "original"),
-        default="control",
-        help="baseline of the ATEs (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--coords",
-        choices=("absolute", "normalized_1000"),
-        default="absolute",
-        help="box coordinates: Qwen2.5-VL absolute pixels or Qwen3-VL 0..1000 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--min-side",
-        type=int,
-        default=30,
-        help="boxes need sides longer than this (default: %(default)s, as DeepEyes)",
-    )
-    parser.add_argument(
-        "--max-tool-calls",
-        type=int,
-        default=4,
-        help="zoom-in calls allowed per trace (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=32,
-        help="tokens of a regenerated answer (default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
@@ -137,60 +123,14 @@ def register(subparsers: Any) -> None:
         default=8,
         help="batch size of local models (default: %(default)s)",
     )
-    parser.add_argument(
-        "--n-resamples", type=int, default=10_000, help="bootstrap resamples (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--confidence", type=float, default=0.95, help="interval level (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)"
-    )
     parser.add_argument("--limit", type=int, help="use only the first N records")
     parser.add_argument(
         "--output-dir",
         default="faithfulness_report",
         help="where report.json and report.md go (default: %(default)s)",
     )
+    _add_config_options(parser)
     parser.set_defaults(func=run)
-
-
-def load_local_backend(name: str, batch_size: int) -> LocalVLMBackend:
-    """A backend over a local model folder (vision-language or text-only), or 'tiny'."""
-    if name == "tiny":
-        from hf_faithful.testing.tiny_vlm import build_tiny_vlm
-
-        model, processor = build_tiny_vlm("qwen3_vl", seed=0)
-        return LocalVLMBackend(model, processor, batch_size=batch_size, show_progress=True)
-    if not Path(name).is_dir():
-        raise FileNotFoundError(f"model folder not found: {name} (or pass --endpoint URL)")
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForImageTextToText,
-        AutoProcessor,
-        AutoTokenizer,
-    )
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    config = AutoConfig.from_pretrained(name)
-    if config.model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype="auto")
-        return LocalVLMBackend(
-            model, AutoTokenizer.from_pretrained(name), batch_size=batch_size, show_progress=True
-        )
-    model = AutoModelForImageTextToText.from_pretrained(name, dtype="auto")
-    processor = AutoProcessor.from_pretrained(name)
-    if not hasattr(processor, "image_processor"):
-        # Qwen-VL processors need a video processor (torchvision); fall back to the
-        # image-only variants when AutoProcessor could only build the tokenizer.
-        from hf_faithful.testing.tiny_vlm import TinyQwen2_5_VLProcessor, TinyQwen3VLProcessor
-
-        image_only = {"qwen3_vl": TinyQwen3VLProcessor, "qwen2_5_vl": TinyQwen2_5_VLProcessor}
-        if config.model_type not in image_only:
-            raise ValueError(f"could not load an image processor for {name} ({config.model_type})")
-        processor = image_only[config.model_type].from_pretrained(name)
-    return LocalVLMBackend(model, processor, batch_size=batch_size, show_progress=True)
 
 
 def _backend(
@@ -200,59 +140,50 @@ def _backend(
     same: AnswerBackend | None = None,
     continue_final_message: bool = False,
 ) -> AnswerBackend | None:
+    """The backend of one role (model, judge, rewriter); 'same' reuses the model's."""
     if name is None and endpoint is None:
         return None
-    if endpoint is not None:
-        if not name or name in ("tiny", "same"):
-            raise ValueError(f"with an endpoint ({endpoint}) name the served model, not {name!r}")
-        return OpenAIChatBackend(
-            endpoint, name, continue_final_message=continue_final_message, show_progress=True
-        )
     if name == "same":
+        if endpoint is not None:
+            raise ValueError(f"with an endpoint ({endpoint}) name the served model, not 'same'")
         return same
-    return load_local_backend(name, batch_size)
+    if endpoint is None and name != "tiny" and not Path(name).is_dir():
+        raise FileNotFoundError(f"model folder not found: {name} (or pass --endpoint URL)")
+    return build_backend(
+        name,
+        endpoint,
+        continue_final_message=continue_final_message,
+        batch_size=batch_size,
+        show_progress=True,
+    )
 
 
-def _is_trace_file(path: Path) -> bool:
-    text = path.read_text(encoding="utf-8")
-    try:
-        first = (
-            json.loads(text)[0]
-            if path.suffix == ".json"
-            else next(json.loads(line) for line in text.splitlines() if line.strip())
-        )
-    except (json.JSONDecodeError, StopIteration, IndexError, KeyError, TypeError):
-        return True  # let the trace loader report what is wrong, line by line
-    return not isinstance(first, dict) or any(k in first for k in _TRACE_KEYS)
+def _cached(args: argparse.Namespace, roles: dict[str, tuple]) -> dict[str, AnswerBackend | None]:
+    """One cache file, one namespace per role and model: answers never mix between them."""
+    return {
+        role: None
+        if backend is None
+        else CachedBackend(backend, args.cache, namespace=f"{role}:{endpoint or ''}:{name}")
+        for role, (backend, name, endpoint) in roles.items()
+    }
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_faithful.faithfulness.evaluator import (
-        FaithfulnessConfig,
-        FaithfulnessEvaluator,
-        load_questions,
+    from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator
+    from hf_faithful.mcot.parsing import is_trace_record
+    from hf_faithful.mcot.records import (
+        questions_from_records,
+        read_records,
+        save_traces,
+        traces_from_records,
     )
-    from hf_faithful.mcot.trace import load_traces
-    from hf_faithful.mcot.zoom import BoxRules
 
     demo = args.model == "tiny" and args.endpoint is None and args.data is None
     data = Path(args.data) if args.data else SAMPLE_TRACES
     if not data.is_file():
         raise FileNotFoundError(f"--data file not found: {data}")
-    rules = BoxRules(coords=args.coords, min_side=args.min_side)
-    config = FaithfulnessConfig(
-        visual_interventions=args.visual,
-        text_corruptions=args.text_corruptions,
-        match=args.match,
-        baseline=args.baseline,
-        prefill_answer=not args.no_prefill_answer,
-        max_new_tokens=args.max_new_tokens,
-        max_tool_calls=args.max_tool_calls,
-        box_rules=rules,
-        n_resamples=args.n_resamples,
-        confidence=args.confidence,
-        seed=args.seed,
-    )
+    rules = dataclass_from_args(BoxRules, args)
+    config = dataclass_from_args(FaithfulnessConfig, args, box_rules=rules)
     model = _backend(
         args.model,
         args.endpoint,
@@ -265,32 +196,27 @@ def run(args: argparse.Namespace) -> int:
     judge = _backend(judge_name, args.judge_endpoint, args.batch_size, same=model)
     rewriter = _backend(args.rewriter, args.rewriter_endpoint, args.batch_size, same=model)
     if args.cache:
-        # one file, one namespace per role and model: answers never mix between them
-        roles = (
-            ("model", model, args.model, args.endpoint),
-            ("judge", judge, judge_name, args.judge_endpoint),
-            ("rewriter", rewriter, args.rewriter, args.rewriter_endpoint),
+        cached = _cached(
+            args,
+            {
+                "model": (model, args.model, args.endpoint),
+                "judge": (judge, judge_name, args.judge_endpoint),
+                "rewriter": (rewriter, args.rewriter, args.rewriter_endpoint),
+            },
         )
-        wrapped = {
-            role: None
-            if backend is None
-            else CachedBackend(backend, args.cache, namespace=f"{role}:{endpoint or ''}:{name}")
-            for role, backend, name, endpoint in roles
-        }
-        model, judge, rewriter = wrapped["model"], wrapped["judge"], wrapped["rewriter"]
+        model, judge, rewriter = cached["model"], cached["judge"], cached["rewriter"]
     evaluator = FaithfulnessEvaluator(model, judge=judge, rewriter=rewriter, config=config)
     output_dir = Path(args.output_dir)
-    if _is_trace_file(data):
-        traces = load_traces(
-            data, image_root=args.image_root, rules=rules, max_tool_calls=args.max_tool_calls
+    records = read_records(data)  # read once: traces, or questions to generate them from
+    records = records[: args.limit] if args.limit else records
+    base_dir = Path(args.image_root) if args.image_root else data.parent
+    first = next((r for r in records if r.error is None), None)
+    if first is None or is_trace_record(first.value):
+        traces = traces_from_records(
+            records, base_dir=base_dir, rules=rules, max_tool_calls=config.max_tool_calls
         )
-        traces = traces[: args.limit] if args.limit else traces
     else:
-        from hf_faithful.mcot.trace import save_traces
-
-        questions = load_questions(data, args.image_root)
-        questions = questions[: args.limit] if args.limit else questions
-        traces = evaluator.generate_traces(questions)
+        traces = evaluator.generate_traces(questions_from_records(records, base_dir))
         output_dir.mkdir(parents=True, exist_ok=True)
         save_traces(traces, output_dir / "traces.jsonl")
         print(f"generated traces: {output_dir / 'traces.jsonl'}")

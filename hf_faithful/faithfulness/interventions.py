@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from hf_faithful.faithfulness.backends import AnswerBackend
 from hf_faithful.faithfulness.prompts import load_prompt
+from hf_faithful.mcot.backends import AnswerBackend
 from hf_faithful.mcot.trace import Trace
 from hf_faithful.mcot.zoom import Box
 

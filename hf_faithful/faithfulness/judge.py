@@ -7,7 +7,7 @@
   reasoning) and answers; the score is 1 if that answer matches the reference (the
   trace's own answer when there is no reference), else 0.
 
-The judge is any :class:`~hf_faithful.faithfulness.backends.AnswerBackend` (a local
+The judge is any :class:`~hf_faithful.mcot.backends.AnswerBackend` (a local
 VLM or an OpenAI-compatible endpoint); the prompts are the shipped ones unless given.
 A trace without crops, or a reply with no readable score, scores None and is left out
 of the means (and counted).
@@ -21,12 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hf_faithful.faithfulness.backends import AnswerBackend
 from hf_faithful.faithfulness.prompts import load_prompt
-from hf_faithful.mcot.answers import AnswerMatcher, MatchMode, answers_match, extract_answer
+from hf_faithful.mcot.answers import AnswerMatcher, MatchMode, answers_match
+from hf_faithful.mcot.backends import AnswerBackend
+from hf_faithful.mcot.messages import answer_from_reply, sufficiency_query
 from hf_faithful.mcot.trace import Trace
 
-__all__ = ["FaithfulnessJudge", "JudgeResult", "parse_score", "reply_answer"]
+__all__ = ["FaithfulnessJudge", "JudgeResult", "parse_score"]
 
 _SCORE_RES = (
     re.compile(r"score\W{0,3}(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?", re.I),
@@ -60,15 +61,6 @@ def parse_score(reply: str, scale: float = 10.0) -> float | None:
     if word:
         return 1.0 if word.group(1).lower() == "yes" else 0.0
     return None
-
-
-def reply_answer(reply: str) -> str:
-    """The answer in a reply: the ``<answer>`` content, else the first non-empty line."""
-    answer = extract_answer(reply)
-    if answer is not None:
-        return answer
-    lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 @dataclass
@@ -118,11 +110,7 @@ class FaithfulnessJudge:
         return [{"role": "user", "content": content}]
 
     def _sufficiency_prompt(self, trace: Trace) -> list[dict[str, Any]]:
-        content: list[dict[str, Any]] = [{"type": "image", "image": c} for c in trace.crops]
-        content.append(
-            {"type": "text", "text": self.sufficiency_prompt.format(question=trace.question)}
-        )
-        return [{"role": "user", "content": content}]
+        return sufficiency_query(trace.crops, trace.question, self.sufficiency_prompt)
 
     def _ask(self, traces: Sequence[Trace], build) -> list[str | None]:
         index = [i for i, t in enumerate(traces) if t.crops]
@@ -155,7 +143,7 @@ class FaithfulnessJudge:
                 if reply is None
                 else float(
                     answers_match(
-                        reply_answer(reply),
+                        answer_from_reply(reply),
                         trace.reference if trace.reference is not None else trace.answer,
                         self.match,
                     )

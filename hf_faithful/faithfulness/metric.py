@@ -4,7 +4,9 @@ evaluate module, usable without ``evaluate``.
 Columns: the model's original answers and the references, optionally its answers after
 ``do(T)`` and after ``do(V)``, and judge scores (reliability, sufficiency; None for
 unscored samples). Answers are matched with ``match`` (see
-:mod:`hf_faithful.mcot.answers`).
+:mod:`hf_faithful.mcot.answers`); the effects come from
+:func:`~hf_faithful.faithfulness.stats.intervention_effects`, the same core as
+``FaithfulnessEvaluator``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hf_faithful.faithfulness.stats import mean_score, paired_effect
-from hf_faithful.mcot.answers import AnswerMatcher, MatchMode, answers_match, get_matcher
+from hf_faithful.faithfulness.stats import intervention_effects, mean_score
+from hf_faithful.mcot.answers import AnswerMatcher, MatchMode, get_matcher, match_answers
 
 __all__ = ["compute_faithfulness"]
 
@@ -55,11 +57,7 @@ def compute_faithfulness(
         _check_column(name, column, n)
     matcher = get_matcher(match)
     stats = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
-
-    def correct(answers: Sequence[str | None]) -> list[bool]:
-        return [answers_match(a, r, matcher) for a, r in zip(answers, references)]
-
-    base = correct(predictions)
+    base = match_answers(predictions, references, matcher)
     accuracy = mean_score([float(c) for c in base], **stats)
     out: dict[str, Any] = {
         "n": n,
@@ -67,11 +65,15 @@ def compute_faithfulness(
         "accuracy_ci_low": accuracy.ci_low,
         "accuracy_ci_high": accuracy.ci_high,
     }
-    for key, column in (("t", textual_predictions), ("v", visual_predictions)):
-        if column is None:
+    intervened = {
+        name: match_answers(column, references, matcher)
+        for name, column in (("T:textual", textual_predictions), ("V:visual", visual_predictions))
+        if column is not None
+    }
+    result = intervention_effects(base, intervened, **stats)
+    for key, prefix, effect in (("t", "textual", result.ate_t), ("v", "visual", result.ate_v)):
+        if effect is None:
             continue
-        effect = paired_effect(base, correct(column), f"ate_{key}", **stats)
-        prefix = "textual" if key == "t" else "visual"
         out |= {
             f"{prefix}_accuracy": effect.intervened_accuracy,
             f"ate_{key}": effect.ate,

@@ -3,11 +3,10 @@ README there). Every user of a prompt also accepts the user's own text."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from hf_faithful.assets import PROMPTS_DIR
 
-__all__ = ["PROMPT_DIR", "PROMPT_NAMES", "load_prompt"]
+__all__ = ["PROMPT_NAMES", "load_prompt"]
 
-PROMPT_DIR = Path(__file__).resolve().parent.parent / "assets" / "faithfulness" / "prompts"
 PROMPT_NAMES = ("judge_reliability", "judge_sufficiency", "rewrite_reasoning", "zoom_system")
 
 
@@ -15,4 +14,4 @@ def load_prompt(name: str) -> str:
     """Text of the shipped prompt ``name`` (one of ``PROMPT_NAMES``)."""
     if name not in PROMPT_NAMES:
         raise ValueError(f"prompt name must be one of {PROMPT_NAMES}, got {name!r}")
-    return (PROMPT_DIR / f"{name}.txt").read_text(encoding="utf-8").strip()
+    return (PROMPTS_DIR / f"{name}.txt").read_text(encoding="utf-8").strip()

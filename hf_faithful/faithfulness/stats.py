@@ -8,7 +8,7 @@ so the pairing is kept), its p-value the exact McNemar test on the discordant pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -16,8 +16,10 @@ from scipy.stats import binom
 
 __all__ = [
     "Effect",
+    "InterventionEffects",
     "MeanScore",
     "bootstrap_mean_ci",
+    "intervention_effects",
     "mcnemar_exact",
     "mean_score",
     "paired_effect",
@@ -165,3 +167,38 @@ def mean_score(
         raise ValueError("scores must be finite numbers or None")
     low, high = bootstrap_mean_ci(present, n_resamples, confidence, seed)
     return MeanScore(float(np.mean(present)), low, high, len(present), missing)
+
+
+@dataclass
+class InterventionEffects:
+    """Paired effects of interventions on one baseline; ``ate_t`` / ``ate_v`` are the first
+    textual (``"T:..."``) and visual (``"V:..."``) ones."""
+
+    effects: dict[str, Effect]
+    ate_t: Effect | None
+    ate_v: Effect | None
+
+
+def intervention_effects(
+    baseline: Sequence[bool],
+    intervened: Mapping[str, Sequence[bool]],
+    *,
+    n_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> InterventionEffects:
+    """The effect core of the measurement: from per-sample correctness without and with
+    each intervention (``{"T:offline": flags, "V:blank": flags, ...}``, same order as
+    ``baseline``) to paired effects with intervals and p-values. The evaluator and the
+    ``mcot_faithfulness`` metric both call it, so their ATEs cannot differ."""
+    effects = {
+        name: paired_effect(
+            baseline, flags, name, n_resamples=n_resamples, confidence=confidence, seed=seed
+        )
+        for name, flags in intervened.items()
+    }
+    first = {
+        kind: next((e for name, e in effects.items() if name.startswith(kind)), None)
+        for kind in ("T:", "V:")
+    }
+    return InterventionEffects(effects, ate_t=first["T:"], ate_v=first["V:"])

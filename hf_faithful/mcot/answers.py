@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "extract_choice",
     "get_matcher",
     "choice_match",
+    "match_answers",
     "normalize_answer",
 ]
 
@@ -111,3 +112,17 @@ def answers_match(
     if prediction is None or reference is None:
         return False
     return bool(get_matcher(match)(prediction, reference))
+
+
+def match_answers(
+    predictions: Sequence[str | None],
+    references: Sequence[str | None],
+    match: MatchMode | AnswerMatcher = "exact",
+) -> list[bool]:
+    """Per-sample correctness flags (see :func:`answers_match`), in order."""
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"predictions has {len(predictions)} values, references has {len(references)}"
+        )
+    matcher = get_matcher(match)
+    return [answers_match(p, r, matcher) for p, r in zip(predictions, references)]

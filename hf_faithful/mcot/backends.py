@@ -1,17 +1,16 @@
-"""Backends that answer multimodal chat prompts: a local transformers model or an OpenAI-compatible
-endpoint behind one small protocol, used for the model under test, the judge, the
-reasoning rewriter and SCCM's sufficiency answerer.
+"""Backends that answer multimodal chat prompts: a local transformers model or an
+OpenAI-compatible endpoint (OpenAI, vLLM, SGLang, TGI) behind one small protocol, used for
+the model under test, the judge and the reasoning rewriter of ``faithfulness/`` and for
+SCCM's sufficiency answerer; :func:`build_backend` is the one factory they all call.
 
 A prompt is a list of chat messages whose ``content`` is a string or a list of parts
 ``{"type": "text", "text": ...}`` / ``{"type": "image", "image": PIL.Image}``. When the
 last message is from the assistant, the reply continues it (a prefilled answer).
+:class:`~hf_faithful.mcot.backend_cache.CachedBackend` stores any backend's answers.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import json
 import os
 import time
@@ -19,13 +18,22 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 from tqdm.auto import tqdm
 
-__all__ = ["AnswerBackend", "CachedBackend", "LocalVLMBackend", "OpenAIChatBackend", "cut_at_stop"]
+from hf_faithful.mcot.images import png_data_uri
+from hf_faithful.mcot.messages import content_text
+
+__all__ = [
+    "AnswerBackend",
+    "LocalVLMBackend",
+    "OpenAIChatBackend",
+    "build_backend",
+    "cut_at_stop",
+    "load_local_backend",
+]
 
 Prompt = list[dict[str, Any]]
 
@@ -109,7 +117,7 @@ class LocalVLMBackend:
                             f"prompts[{i}] holds images but the backend's processor is a "
                             "text-only tokenizer: pass a multimodal processor"
                         )
-                    content = "".join(p.get("text", "") for p in content)
+                    content = content_text(content)
                 messages.append({**message, "content": content})
             flat.append(messages)
         return flat
@@ -176,12 +184,6 @@ class LocalVLMBackend:
         return outputs
 
 
-def _image_url(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def _to_openai_message(message: Mapping[str, Any]) -> dict[str, Any]:
     content = message.get("content")
     if isinstance(content, list):
@@ -191,7 +193,7 @@ def _to_openai_message(message: Mapping[str, Any]) -> dict[str, Any]:
                 image = part.get("image")
                 if not isinstance(image, Image.Image):
                     raise ValueError("image parts must hold a PIL image under 'image'")
-                parts.append({"type": "image_url", "image_url": {"url": _image_url(image)}})
+                parts.append({"type": "image_url", "image_url": {"url": png_data_uri(image)}})
             elif part.get("type") == "text":
                 parts.append({"type": "text", "text": part.get("text", "")})
             else:
@@ -288,9 +290,8 @@ class OpenAIChatBackend:
             raise RuntimeError(
                 f"{self.url} returned no choices[0].message.content: {str(data)[:300]}"
             ) from None
-        if isinstance(content, list):  # some servers return content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-        return content or ""
+        # some servers return content parts
+        return content_text(content) if isinstance(content, list) else content or ""
 
     def answer(
         self,
@@ -309,83 +310,85 @@ class OpenAIChatBackend:
         return [cut_at_stop(t, stop) for t in texts]
 
 
-def _prompt_key(
-    prompt: Prompt, namespace: str, max_new_tokens: int, stop: Sequence[str] | None
-) -> str:
-    def plain(value: Any) -> Any:
-        if isinstance(value, Image.Image):
-            digest = hashlib.sha1(value.tobytes()).hexdigest()
-            return {"image": digest, "size": value.size, "mode": value.mode}
-        if isinstance(value, Mapping):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [plain(v) for v in value]
-        return value
+def load_local_backend(
+    name_or_path: str,
+    *,
+    batch_size: int = 8,
+    device: Any = None,
+    trust_remote_code: bool = False,
+    show_progress: bool = False,
+) -> LocalVLMBackend:
+    """A backend over a local (or Hub) vision-language or text-only model, or ``"tiny"``
+    (the built-in tiny Qwen3-VL with random weights, for offline demos).
 
-    data = {"namespace": namespace, "prompt": plain(prompt), "max_new_tokens": max_new_tokens}
-    data["stop"] = list(stop or [])
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-class CachedBackend:
-    """Store a backend's answers in a JSONL file as they arrive, so that an interrupted
-    measurement resumes where it stopped and a rerun asks nothing twice.
-
-    Answers are keyed by ``namespace`` (name the model: a cache does not know when
-    weights change), the prompt (images by content hash), ``max_new_tokens`` and ``stop``.
-    Each chunk of ``chunk_size`` answers is appended and flushed before the next is asked;
-    a line torn by a crash is ignored when the file is read back.
+    Qwen-VL folders whose processor cannot be built without a video processor
+    (torchvision) get the image-only processor of :mod:`hf_faithful.models.vlm_processing`.
     """
+    if name_or_path == "tiny":
+        from hf_faithful.testing.tiny_vlm import build_tiny_vlm
 
-    def __init__(
-        self,
-        backend: AnswerBackend,
-        path: str | os.PathLike,
-        *,
-        namespace: str = "",
-        chunk_size: int = 64,
-    ) -> None:
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.backend = backend
-        self.path = Path(path)
-        self.namespace = namespace
-        self.chunk_size = chunk_size
-        self.cache: dict[str, str] = {}
-        self._torn = False  # the file ends in the middle of a line: start a new one
-        if self.path.is_file():
-            text = self.path.read_text(encoding="utf-8")
-            self._torn = bool(text) and not text.endswith("\n")
-            for line in text.splitlines():
-                try:
-                    record = json.loads(line)
-                    self.cache[record["key"]] = record["reply"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a torn last line from an interrupted run
+        model, processor = build_tiny_vlm("qwen3_vl", seed=0)
+    else:
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoTokenizer,
+        )
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+        )
 
-    def answer(
-        self,
-        prompts: Sequence[Prompt],
-        max_new_tokens: int = 128,
-        stop: Sequence[str] | None = None,
-    ) -> list[str]:
-        keys = [_prompt_key(p, self.namespace, max_new_tokens, stop) for p in prompts]
-        todo: dict[str, int] = {}
-        for i, key in enumerate(keys):
-            if key not in self.cache:
-                todo.setdefault(key, i)
-        pending = list(todo.items())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for start in range(0, len(pending), self.chunk_size):
-            chunk = pending[start : start + self.chunk_size]
-            replies = self.backend.answer([prompts[i] for _, i in chunk], max_new_tokens, stop)
-            with open(self.path, "a", encoding="utf-8") as handle:
-                if self._torn:
-                    handle.write("\n")
-                    self._torn = False
-                for (key, _), reply in zip(chunk, replies):
-                    self.cache[key] = reply
-                    handle.write(json.dumps({"key": key, "reply": reply}) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-        return [self.cache[key] for key in keys]
+        from hf_faithful.models.vlm_processing import load_vlm_processor
+
+        remote = {"trust_remote_code": trust_remote_code}
+        config = AutoConfig.from_pretrained(name_or_path, **remote)
+        if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+            model = AutoModelForImageTextToText.from_pretrained(
+                name_or_path, dtype="auto", **remote
+            )
+            processor = load_vlm_processor(name_or_path, config.model_type, **remote)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype="auto", **remote)
+            processor = AutoTokenizer.from_pretrained(name_or_path, **remote)
+        if device is not None:
+            model = model.to(device)
+    return LocalVLMBackend(
+        model.eval(), processor, batch_size=batch_size, show_progress=show_progress
+    )
+
+
+def build_backend(
+    model: str,
+    endpoint: str | None = None,
+    *,
+    api_key: str | None = None,
+    continue_final_message: bool = False,
+    batch_size: int = 8,
+    device: Any = None,
+    trust_remote_code: bool = False,
+    show_progress: bool = False,
+) -> AnswerBackend:
+    """The backend for ``model``: the served model name behind ``endpoint`` (an
+    OpenAI-compatible base URL) when given, else a local model (see
+    :func:`load_local_backend`). Used by the ``faithfulness`` CLI, SCCM's answerer and the
+    inspector Space, so a model name means the same thing everywhere."""
+    if endpoint is not None:
+        if not model or model == "tiny":
+            raise ValueError(f"with an endpoint ({endpoint}) name the served model, not {model!r}")
+        return OpenAIChatBackend(
+            endpoint,
+            model,
+            api_key=api_key,
+            continue_final_message=continue_final_message,
+            show_progress=show_progress,
+        )
+    if not model:
+        raise ValueError("model must name a local model folder, a Hub id or 'tiny'")
+    return load_local_backend(
+        model,
+        batch_size=batch_size,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        show_progress=show_progress,
+    )

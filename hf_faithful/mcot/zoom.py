@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from PIL import Image
@@ -36,10 +36,21 @@ class BoxRules:
             outside the image is refused.
     """
 
-    coords: Literal["absolute", "normalized_1000"] = "absolute"
-    min_side: int = 30
-    max_aspect_ratio: float = 100.0
-    clamp: bool = True
+    coords: Literal["absolute", "normalized_1000"] = field(
+        default="absolute",
+        metadata={
+            "help": "box coordinates: Qwen2.5-VL absolute pixels or Qwen3-VL 0..1000",
+        },
+    )
+    min_side: int = field(
+        default=30, metadata={"help": "boxes need sides longer than this, as DeepEyes"}
+    )
+    max_aspect_ratio: float = field(
+        default=100.0, metadata={"help": "boxes more elongated than this are refused"}
+    )
+    clamp: bool = field(
+        default=True, metadata={"help": "clip a box to the image before validating it"}
+    )
 
     def __post_init__(self) -> None:
         if self.coords not in ("absolute", "normalized_1000"):

@@ -1,6 +1,9 @@
 """SCCM (arXiv 2510.23482): rewards that make the crops of a multimodal chain of thought
 sufficient and minimal, on TRL's GRPOTrainer.
 
-``SCCMConfig`` and ``SCCMRewardTrainer`` are re-exported lazily by ``hf_faithful``; import
-the pieces from their modules (``hf_faithful.sccm.rewards``, ``.environment``, ``.data``).
+Modules: ``config`` (SCCMConfig), ``rewards`` (plain reward functions), ``environment``
+(the zoom-in tool for TRL's ``environment_factory``), ``trainer`` (SCCMRewardTrainer),
+``data`` (DeepEyes-style datasets), ``card`` (model card). It stands on
+:mod:`hf_faithful.mcot` and never imports ``faithfulness``. ``SCCMConfig`` and
+``SCCMRewardTrainer`` are re-exported lazily by ``hf_faithful``.
 """

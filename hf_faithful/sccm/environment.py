@@ -8,30 +8,23 @@ the SCCM rewards read through the ``environments`` keyword TRL passes to reward 
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from PIL import Image
 
+from hf_faithful.mcot.images import load_image
 from hf_faithful.mcot.zoom import Box, BoxRules, InvalidBoxError, normalize_box, zoom_in
 
 
 def _as_image(value: Any, column: str) -> Image.Image:
-    """A dataset cell (PIL image, ``{"bytes"|"path"}`` dict from parquet, or a path) as RGB PIL."""
-    if isinstance(value, Image.Image):
-        image = value
-    elif isinstance(value, dict) and value.get("bytes"):
-        image = Image.open(io.BytesIO(value["bytes"]))
-    elif isinstance(value, dict) and value.get("path"):
-        image = Image.open(value["path"])
-    elif isinstance(value, str):
-        image = Image.open(value)
-    else:
+    """A dataset cell (PIL image, ``{"bytes"|"path"}`` dict from parquet, or a path) as RGB
+    PIL; a cell of another type is a TypeError naming the column."""
+    if not isinstance(value, Image.Image | dict | str):
         raise TypeError(
             f"column {column!r} must hold a PIL image, an image path or a {{'bytes'|'path'}} dict, "
             f"got {type(value).__name__}"
         )
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return load_image(value)
 
 
 class ZoomInEnvironment:

@@ -6,7 +6,8 @@ Plain functions hold the math (``union_area``, ``minimality_score``,
 so they also work on a plain ``GRPOTrainer`` with ``environment_factory=ZoomInEnvironment``.
 
 - ``SufficiencyReward`` (logged as ``rewards/sccm_sufficiency``): re-asks each question with
-  only that rollout's crops (no full image, no reasoning text); 1.0 when the reply matches the
+  only that rollout's crops (no full image, no reasoning text: the sufficiency query of
+  :mod:`hf_faithful.mcot.messages`); 1.0 when the reply matches the
   reference (or, for rows without one, the rollout's own final answer), else 0.0.
 - ``MinimalityReward`` (logged as ``rewards/sccm_minimality``): ``1 - area(crops)/area(image)``,
   granted only to sufficient rollouts by default. It reads the sufficiency verdicts stored on
@@ -22,9 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from PIL import Image
-
-from hf_faithful.mcot.answers import AnswerMatcher, extract_answer
+from hf_faithful.mcot.answers import AnswerMatcher
+from hf_faithful.mcot.messages import (
+    answer_from_reply,
+    final_answer,
+    message_text,
+    sufficiency_query,
+)
 from hf_faithful.mcot.zoom import Box
 from hf_faithful.sccm.environment import ZoomInEnvironment
 
@@ -32,10 +37,8 @@ __all__ = [
     "MinimalityReward",
     "SufficiencyReward",
     "count_malformed_tool_calls",
-    "final_answer",
     "minimality_reward",
     "minimality_score",
-    "sufficiency_query",
     "union_area",
 ]
 
@@ -105,46 +108,13 @@ def minimality_reward(
     return minimality_score(boxes, image_size, measure)
 
 
-def sufficiency_query(
-    crops: Sequence[Image.Image], question: str, prompt: str
-) -> list[dict[str, Any]]:
-    """The chat conversation that re-asks ``question`` with only ``crops`` (no full image, no
-    reasoning): one user turn with the crops, then ``prompt.format(question=question)``."""
-    content: list[dict[str, Any]] = [{"type": "image", "image": crop} for crop in crops]
-    content.append({"type": "text", "text": prompt.format(question=question)})
-    return [{"role": "user", "content": content}]
-
-
-def _message_text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
-def final_answer(completion: list[dict[str, Any]] | str) -> str | None:
-    """The rollout's own final answer: ``<answer>`` of its last assistant turn (the whole text
-    of that turn when it has no tags); ``None`` when the rollout ended without text."""
-    if isinstance(completion, str):
-        text = completion
-    else:
-        turns = [m for m in completion if m.get("role") == "assistant"]
-        text = _message_text(turns[-1]) if turns else ""
-    answer = extract_answer(text)
-    if answer is None:
-        answer = text.strip() or None
-    return answer
-
-
 def count_malformed_tool_calls(completion: list[dict[str, Any]] | str) -> int:
     """``<tool_call>`` blocks TRL could not parse (they stay in the text instead of becoming
     ``tool_calls``): broken JSON never reaches the tool, so it is counted here."""
     if isinstance(completion, str):
         return completion.count("<tool_call>")
     return sum(
-        _message_text(m).count("<tool_call>") for m in completion if m.get("role") == "assistant"
+        message_text(m).count("<tool_call>") for m in completion if m.get("role") == "assistant"
     )
 
 
@@ -152,7 +122,7 @@ def _question_from_prompt(prompt: list[dict[str, Any]] | str) -> str:
     if isinstance(prompt, str):
         return prompt
     users = [m for m in prompt if m.get("role") == "user"]
-    return _message_text(users[-1]).strip() if users else ""
+    return message_text(users[-1]).strip() if users else ""
 
 
 def _check_environments(environments: Any, reward: str) -> list[ZoomInEnvironment]:
@@ -245,8 +215,7 @@ class SufficiencyReward:
                 f"answer_fn returned {len(replies)} replies for {len(queries)} queries"
             )
         for i, reply in zip(order, replies):
-            answer = extract_answer(reply)
-            answer = reply.strip() if answer is None else answer
+            answer = answer_from_reply(reply)
             sufficient = bool(answer) and bool(self.match(answer, targets[i]))
             environments[i].sufficient = sufficient
             environments[i].sufficiency_answer = answer

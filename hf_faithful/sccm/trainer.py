@@ -6,7 +6,7 @@ import copy
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from trl.chat_template_utils import (
 )
 from trl.models import unwrap_model_for_generation
 
-from hf_faithful.faithfulness.backends import AnswerBackend, LocalVLMBackend, OpenAIChatBackend
+from hf_faithful.mcot.backends import AnswerBackend, LocalVLMBackend, build_backend
 from hf_faithful.sccm.config import SCCMConfig
 from hf_faithful.sccm.environment import ZoomInEnvironment
 from hf_faithful.sccm.rewards import MinimalityReward, SufficiencyReward
@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 # Qwen3-VL template correctly (same special tokens and turn format).
 _TOOL_TEMPLATE_FALLBACKS = {qwen2_5_vl_chat_template: qwen3_vl_chat_template}
 _QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
 
 
 def _model_type(model: Any, trust_remote_code: bool = False) -> str | None:
@@ -115,63 +119,12 @@ class SCCMRewardTrainer(GRPOTrainer):
         answer_match: Callable[[str, str], bool] | None = None,
         answerer: AnswerBackend | None = None,
     ):
-        if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path
-            args = SCCMConfig(f"{str(name).rstrip('/').split('/')[-1] or 'model'}-SCCM")
-        elif not isinstance(args, SCCMConfig):
-            raise TypeError(
-                f"args must be an SCCMConfig (a GRPOConfig subclass), got {type(args).__name__}: "
-                "use SCCMConfig in place of GRPOConfig (same fields, plus the SCCM ones)"
-            )
-        if answerer is not None and not isinstance(answerer, AnswerBackend):
-            raise TypeError(
-                f"answerer must have an answer(prompts, max_new_tokens, stop) method, got {type(answerer).__name__}"
-            )
-
-        if reward_funcs is None:
-            user_funcs = []
-        else:
-            user_funcs = list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
-        sccm_weights = [float(args.sufficiency_weight), float(args.minimality_weight)]
-        if args.reward_weights is None:
-            weights = [1.0] * len(user_funcs) + sccm_weights
-        elif len(args.reward_weights) == len(user_funcs):
-            weights = list(args.reward_weights) + sccm_weights
-        else:
-            raise ValueError(
-                f"args.reward_weights has {len(args.reward_weights)} weights for {len(user_funcs)} reward "
-                "functions: give one weight per function of yours (the SCCM weights are "
-                "sufficiency_weight and minimality_weight)"
-            )
+        args = self._check_args(model, args, answerer)
+        user_funcs = [] if reward_funcs is None else _as_list(reward_funcs)
         args = copy.copy(args)  # the caller's config stays reusable
-        args.reward_weights = weights
-
-        zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
-        if (
-            zero3
-            and answerer is None
-            and args.answerer == "policy"
-            and not args.ds3_gather_for_generation
-        ):
-            raise ValueError(
-                "answerer='policy' under DeepSpeed ZeRO-3 needs ds3_gather_for_generation=True: ranks "
-                "answer different numbers of sufficiency queries, which sharded forward passes cannot do"
-            )
-        if processing_class is None:
-            processing_class = AutoProcessor.from_pretrained(
-                model if isinstance(model, str) else model.config._name_or_path,
-                padding_side="left",
-                truncation_side="left",
-                trust_remote_code=args.trust_remote_code,
-            )
-        if not isinstance(processing_class, ProcessorMixin):
-            raise TypeError(
-                "SCCMRewardTrainer trains vision-language models: processing_class must be a processor "
-                f"(ProcessorMixin), got {type(processing_class).__name__}"
-            )
+        args.reward_weights = self._reward_weights(args, len(user_funcs))
         model_type = _model_type(model, args.trust_remote_code)
-        self._use_tool_template(processing_class, model_type)
-
+        processing_class = self._tool_processor(model, processing_class, model_type, args)
         if environment_factory is None:
             environment_factory = functools.partial(
                 ZoomInEnvironment,
@@ -181,28 +134,12 @@ class SCCMRewardTrainer(GRPOTrainer):
                 answer_column=args.answer_column,
             )
         if reward_processing_classes is not None:  # none for the two SCCM functions
-            if not isinstance(reward_processing_classes, list):
-                reward_processing_classes = [reward_processing_classes]
-            reward_processing_classes = [*reward_processing_classes, None, None]
-        matcher = answer_match if answer_match is not None else args.answer_matcher()
+            reward_processing_classes = [*_as_list(reward_processing_classes), None, None]
         self._answerer = answerer
-        sccm_funcs = [
-            SufficiencyReward(
-                self._answer_sufficiency_queries,
-                matcher,
-                prompt=args.sufficiency_prompt,
-                no_reference=args.no_reference,
-                no_crop_reward=args.no_crop_reward,
-            ),
-            MinimalityReward(
-                measure=args.minimality_measure,
-                requires_sufficiency=args.minimality_requires_sufficiency,
-                no_crop_reward=args.no_crop_reward,
-            ),
-        ]
+        matcher = answer_match if answer_match is not None else args.answer_matcher()
         super().__init__(
             model=model,
-            reward_funcs=user_funcs + sccm_funcs,
+            reward_funcs=user_funcs + self._sccm_rewards(args, matcher),
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
@@ -222,7 +159,96 @@ class SCCMRewardTrainer(GRPOTrainer):
                     f"got {type(pool[0]).__name__}"
                 )
         if self._answerer is None and args.answerer != "policy":
-            self._answerer = self._build_answerer(args)
+            self._answerer = build_backend(
+                args.answerer_model,
+                args.answerer_base_url if args.answerer == "openai" else None,
+                api_key=os.environ.get(args.answerer_api_key_env),
+                batch_size=args.sufficiency_batch_size,
+                device=self.accelerator.device,
+                trust_remote_code=args.trust_remote_code,
+            )
+
+    @staticmethod
+    def _check_args(model: Any, args: SCCMConfig | None, answerer: Any) -> SCCMConfig:
+        """``args`` checked (a default SCCMConfig named after the model when None)."""
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            return SCCMConfig(f"{str(name).rstrip('/').split('/')[-1] or 'model'}-SCCM")
+        if not isinstance(args, SCCMConfig):
+            raise TypeError(
+                f"args must be an SCCMConfig (a GRPOConfig subclass), got {type(args).__name__}: "
+                "use SCCMConfig in place of GRPOConfig (same fields, plus the SCCM ones)"
+            )
+        if answerer is not None and not isinstance(answerer, AnswerBackend):
+            raise TypeError(
+                f"answerer must have an answer(prompts, max_new_tokens, stop) method, got {type(answerer).__name__}"
+            )
+        zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
+        if (
+            zero3
+            and answerer is None
+            and args.answerer == "policy"
+            and not args.ds3_gather_for_generation
+        ):
+            raise ValueError(
+                "answerer='policy' under DeepSpeed ZeRO-3 needs ds3_gather_for_generation=True: ranks "
+                "answer different numbers of sufficiency queries, which sharded forward passes cannot do"
+            )
+        return args
+
+    @staticmethod
+    def _reward_weights(args: SCCMConfig, n_user_funcs: int) -> list[float]:
+        """The user's weights (1.0 each by default) followed by the two SCCM weights."""
+        sccm_weights = [float(args.sufficiency_weight), float(args.minimality_weight)]
+        if args.reward_weights is None:
+            return [1.0] * n_user_funcs + sccm_weights
+        if len(args.reward_weights) == n_user_funcs:
+            return list(args.reward_weights) + sccm_weights
+        raise ValueError(
+            f"args.reward_weights has {len(args.reward_weights)} weights for {n_user_funcs} reward "
+            "functions: give one weight per function of yours (the SCCM weights are "
+            "sufficiency_weight and minimality_weight)"
+        )
+
+    @classmethod
+    def _tool_processor(
+        cls, model: Any, processing_class: Any, model_type: str | None, args: SCCMConfig
+    ) -> Any:
+        """The processor (loaded when not given) with a chat template that renders tool calls."""
+        if processing_class is None:
+            processing_class = AutoProcessor.from_pretrained(
+                model if isinstance(model, str) else model.config._name_or_path,
+                padding_side="left",
+                truncation_side="left",
+                trust_remote_code=args.trust_remote_code,
+            )
+        if not isinstance(processing_class, ProcessorMixin):
+            raise TypeError(
+                "SCCMRewardTrainer trains vision-language models: processing_class must be a processor "
+                f"(ProcessorMixin), got {type(processing_class).__name__}"
+            )
+        cls._use_tool_template(processing_class, model_type)
+        return processing_class
+
+    def _sccm_rewards(
+        self, args: SCCMConfig, matcher: Callable[[str, str], bool]
+    ) -> list[Callable]:
+        """``sccm_sufficiency`` (answered by :meth:`_answer_sufficiency_queries`), then
+        ``sccm_minimality``, which reads its verdicts."""
+        return [
+            SufficiencyReward(
+                self._answer_sufficiency_queries,
+                matcher,
+                prompt=args.sufficiency_prompt,
+                no_reference=args.no_reference,
+                no_crop_reward=args.no_crop_reward,
+            ),
+            MinimalityReward(
+                measure=args.minimality_measure,
+                requires_sufficiency=args.minimality_requires_sufficiency,
+                no_crop_reward=args.no_crop_reward,
+            ),
+        ]
 
     def _tokenize_prompts(self, prompts: list):
         # TRL 1.16 merges the per-prompt image fields of environment rollouts into lists of
@@ -249,23 +275,6 @@ class SCCMRewardTrainer(GRPOTrainer):
             )
         logger.info("chat template cannot render tool calls: using TRL's Qwen3-VL template instead")
         processor.chat_template = fallback
-
-    def _build_answerer(self, args: SCCMConfig) -> AnswerBackend:
-        if args.answerer == "openai":
-            return OpenAIChatBackend(
-                args.answerer_base_url,
-                args.answerer_model,
-                api_key=os.environ.get(args.answerer_api_key_env),
-            )
-        from transformers import AutoModelForImageTextToText
-
-        model = AutoModelForImageTextToText.from_pretrained(
-            args.answerer_model, trust_remote_code=args.trust_remote_code
-        ).to(self.accelerator.device)
-        processor = AutoProcessor.from_pretrained(
-            args.answerer_model, padding_side="left", trust_remote_code=args.trust_remote_code
-        )
-        return LocalVLMBackend(model.eval(), processor, batch_size=args.sufficiency_batch_size)
 
     def _answer_sufficiency_queries(self, queries: list[list[dict[str, Any]]]) -> list[str]:
         """Answer the sufficiency queries of this rank's rollouts (greedy, no gradients)."""

@@ -3,12 +3,9 @@
 Tests and demos of the faithfulness measurement and SCCM training need a real
 vision-language model (real processor, real chat template with tool calls, real
 ``generate``) without downloading anything. The weights are random: the point is that
-every code path a real Qwen-VL checkpoint takes is exercised, fast, on CPU.
-
-Why a processor subclass: the stock Qwen-VL processors insist on a video processor,
-and the only one transformers ships needs torchvision (absent on CPU-only machines).
-The subclasses below drop ``video_processor`` from their attributes, so they build,
-save and reload with images only.
+every code path a real Qwen-VL checkpoint takes is exercised, fast, on CPU. The
+processors are the image-only ones of :mod:`hf_faithful.models.vlm_processing` (no
+torchvision needed).
 """
 
 from __future__ import annotations
@@ -33,6 +30,8 @@ from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProce
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 from trl.chat_template_utils import qwen2_5_vl_chat_template, qwen3_vl_chat_template
+
+from hf_faithful.models.vlm_processing import IMAGE_ONLY_PROCESSORS
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 
@@ -63,21 +62,7 @@ TAG_TOKENS = (
 CHAT_TEMPLATES = {"qwen3_vl": qwen3_vl_chat_template, "qwen2_5_vl": qwen2_5_vl_chat_template}
 
 
-class TinyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-    """Qwen2.5-VL processor without a video processor (images and text only)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-class TinyQwen3VLProcessor(Qwen3VLProcessor):
-    """Qwen3-VL processor without a video processor (images and text only)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-_PROCESSORS = {"qwen2_5_vl": TinyQwen2_5_VLProcessor, "qwen3_vl": TinyQwen3VLProcessor}
+_PROCESSORS = {family: IMAGE_ONLY_PROCESSORS[family] for family in FAMILIES}
 _MODELS = {
     "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
     "qwen3_vl": Qwen3VLForConditionalGeneration,

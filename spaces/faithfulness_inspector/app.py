@@ -14,9 +14,7 @@ spaces/faithfulness_inspector/app.py``.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import re
 import threading
@@ -28,14 +26,18 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from hf_faithful.faithfulness.backends import LocalVLMBackend
 from hf_faithful.faithfulness.cli import SAMPLE_DIR, SAMPLE_QUESTIONS, SAMPLE_TRACES
-from hf_faithful.faithfulness.evaluator import FaithfulnessConfig, FaithfulnessEvaluator
+from hf_faithful.faithfulness.config import FaithfulnessConfig
+from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator
 from hf_faithful.faithfulness.interventions import intervene_text, intervene_visual
 from hf_faithful.faithfulness.judge import FaithfulnessJudge
 from hf_faithful.mcot.answers import answers_match
-from hf_faithful.mcot.trace import TOOL_NAME, Trace, load_traces
-from hf_faithful.testing.tiny_vlm import build_tiny_vlm, script_generation
+from hf_faithful.mcot.backends import build_backend
+from hf_faithful.mcot.images import fit_image, png_data_uri
+from hf_faithful.mcot.messages import message_text, tool_call_text
+from hf_faithful.mcot.records import load_traces
+from hf_faithful.mcot.trace import Trace
+from hf_faithful.testing.tiny_vlm import script_generation
 
 SCRIPTED = "tiny Qwen3-VL, scripted demo policy"
 RAW = "tiny Qwen3-VL, random weights (unscripted)"
@@ -98,16 +100,9 @@ def _images(message: dict[str, Any]) -> list[Image.Image]:
     return [p["image"] for p in content if p.get("type") == "image" and "image" in p]
 
 
-def _text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content or [] if p.get("type") == "text")
-
-
 def demo_reply(prompt: Sequence[dict[str, Any]]) -> str:
     """What the scripted policy says to a chat prompt (trace turn, regeneration, judge)."""
-    texts = "\n".join(_text(m) for m in prompt)
+    texts = "\n".join(message_text(m) for m in prompt)
     images = [image for m in prompt for image in _images(m)]
     if "reliable evidence" in texts:  # the shipped reliability-judge prompt
         said = re.search(r"Model's answer:\s*(.*)", texts)
@@ -121,12 +116,12 @@ def demo_reply(prompt: Sequence[dict[str, Any]]) -> str:
     if "Using only what you can" in texts:  # the shipped sufficiency-judge prompt
         return f"<answer>{colour_name(images[-1]) if images else 'unknown'}</answer>"
     users = [m for m in prompt if m.get("role") == "user"]
-    question = _text(users[0]) if users else ""
+    question = message_text(users[0]) if users else ""
     crops = [image for m in users[1:] for image in _images(m)]
     continuing = prompt[-1].get("role") == "assistant"
     if crops:
         colour = colour_name(crops[-1])
-        if continuing and _text(prompt[-1]).rstrip().endswith("<answer>"):
+        if continuing and message_text(prompt[-1]).rstrip().endswith("<answer>"):
             return f"{colour}</answer>"
         return f"<think>The zoomed region shows {colour}.</think>\n<answer>{colour}</answer>"
     if not users or not _images(users[0]):
@@ -134,10 +129,9 @@ def demo_reply(prompt: Sequence[dict[str, Any]]) -> str:
     if continuing:  # a prefix without crops: answer from the full image
         return f"{colour_name(_images(users[0])[0])}</answer>"
     box, where = region_for(question, _images(users[0])[0].size)
-    call = {"name": TOOL_NAME, "arguments": {"bbox_2d": box, "label": where}}
     return (
         f"<think>The question points at the {where} of the image; I zoom in there.</think>\n"
-        f"<tool_call>{json.dumps(call)}</tool_call>"
+        + tool_call_text(box, where)
     )
 
 
@@ -145,11 +139,14 @@ class ScriptedTinyVLM:
     """The tiny Qwen3-VL with its ``generate`` forced to :func:`demo_reply` (an
     ``AnswerBackend``): real processor, chat template and decoding; a known policy."""
 
-    def __init__(self, seed: int = SEED) -> None:
-        model, processor = build_tiny_vlm("qwen3_vl", seed=seed)
+    def __init__(self) -> None:
+        self.backend = build_backend("tiny", batch_size=1)
         self._replies: list[str] = []
-        script_generation(model, processor.tokenizer, lambda prompt, row: self._replies[row])
-        self.backend = LocalVLMBackend(model, processor, batch_size=1)
+        script_generation(
+            self.backend.model,
+            self.backend.processor.tokenizer,
+            lambda prompt, row: self._replies[row],
+        )
 
     def answer(self, prompts, max_new_tokens: int = 128, stop=None) -> list[str]:
         out = []
@@ -171,8 +168,7 @@ def get_backend(name: str):
         if name == SCRIPTED:
             _backends[name] = ScriptedTinyVLM()
         else:
-            model, processor = build_tiny_vlm("qwen3_vl", seed=SEED)
-            _backends[name] = LocalVLMBackend(model, processor, batch_size=4)
+            _backends[name] = build_backend("tiny", batch_size=4)
     return _backends[name]
 
 
@@ -212,9 +208,7 @@ def _thumbnail(image: Image.Image, side: int = 160) -> str:
     image = image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.NEAREST
     )
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return png_data_uri(image)
 
 
 def steps_html(trace: Trace) -> str:
@@ -261,21 +255,13 @@ def show_trace(trace: Trace):
 
 
 # ---------------------------------------------------------------------- actions
-def _fit(image: Image.Image) -> Image.Image:
-    image = image.convert("RGB")
-    if max(image.size) > MAX_SIDE:
-        image = image.copy()
-        image.thumbnail((MAX_SIDE, MAX_SIDE))
-    return image
-
-
 def generate_trace(image: Image.Image | None, question: str, reference: str, model: str) -> Trace:
     """Run the model with the zoom-in tool on one image and question."""
     if image is None:
         raise gr.Error("Upload an image (or pick an example).")
     if not question or not question.strip():
         raise gr.Error("Write a question about the image.")
-    sample = {"id": "upload", "image": _fit(image), "question": question.strip()}
+    sample = {"id": "upload", "image": fit_image(image, MAX_SIDE), "question": question.strip()}
     if reference and reference.strip():
         sample["reference"] = reference.strip()
     with _lock:

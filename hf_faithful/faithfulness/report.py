@@ -1,0 +1,139 @@
+"""``FaithfulnessReport``: the result of a faithfulness measurement, as JSON, markdown, or
+per-sample columns for the ``mcot_faithfulness`` metric."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hf_faithful.faithfulness.stats import Effect, MeanScore
+
+__all__ = ["FaithfulnessReport"]
+
+
+@dataclass
+class FaithfulnessReport:
+    """Result of :meth:`FaithfulnessEvaluator.evaluate`; ``save`` writes JSON + markdown."""
+
+    n_traces: int
+    n_valid: int
+    invalid: list[dict[str, Any]]
+    accuracy: MeanScore | None
+    control_accuracy: MeanScore | None
+    effects: dict[str, Effect]
+    ate_t: Effect | None
+    ate_v: Effect | None
+    reliability: MeanScore | None
+    sufficiency: MeanScore | None
+    samples: list[dict[str, Any]]
+    config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(x: Any) -> Any:
+            return None if x is None else x.to_dict()
+
+        return {
+            "n_traces": self.n_traces,
+            "n_valid": self.n_valid,
+            "accuracy": plain(self.accuracy),
+            "control_accuracy": plain(self.control_accuracy),
+            "ate_t": plain(self.ate_t),
+            "ate_v": plain(self.ate_v),
+            "effects": {name: e.to_dict() for name, e in self.effects.items()},
+            "reliability": plain(self.reliability),
+            "sufficiency": plain(self.sufficiency),
+            "invalid": self.invalid,
+            "samples": self.samples,
+            "config": self.config,
+        }
+
+    def columns(self) -> dict[str, list]:
+        """Per-sample columns for ``compute_faithfulness`` / the ``mcot_faithfulness`` metric
+        (predictions are the baseline's answers; missing answers become "")."""
+        baseline = self.config.get("baseline", "control")
+        use_control = baseline == "control" and bool(self.effects)
+        out: dict[str, list] = {
+            "predictions": [
+                (s["answers"]["control"] if use_control else s["answer"]) or ""
+                for s in self.samples
+            ],
+            "references": [
+                s["reference"] if s["reference"] is not None else s["answer"] for s in self.samples
+            ],
+        }
+        for key, effect in (
+            ("textual_predictions", self.ate_t),
+            ("visual_predictions", self.ate_v),
+        ):
+            if effect is not None:
+                out[key] = [s["answers"][effect.name] or "" for s in self.samples]
+        for key, score in (("reliability", self.reliability), ("sufficiency", self.sufficiency)):
+            if score is not None:
+                out[key] = [s.get(key) for s in self.samples]
+        return out
+
+    def to_markdown(self) -> str:
+        level = f"{self.config.get('confidence', 0.95):.0%}"
+
+        def fmt(x: float | None, digits: int = 3) -> str:
+            return "n/a" if x is None else f"{x:.{digits}f}"
+
+        lines = [
+            "# Faithfulness of visual thinking",
+            "",
+            f"{self.n_valid} valid traces of {self.n_traces}; "
+            f"baseline of the effects: {self.config.get('baseline')}.",
+            "",
+            f"| condition | accuracy | ATE | {level} CI | McNemar p | lost | gained |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        if self.accuracy is not None:
+            lines.append(f"| original answers | {fmt(self.accuracy.mean)} | | | | | |")
+        if self.control_accuracy is not None:
+            lines.append(f"| control (regenerated) | {fmt(self.control_accuracy.mean)} | | | | | |")
+        for name, e in self.effects.items():
+            tag = " (ATE_T)" if e is self.ate_t else " (ATE_V)" if e is self.ate_v else ""
+            lines.append(
+                f"| do({name}){tag} | {fmt(e.intervened_accuracy)} | {e.ate:+.3f} | "
+                f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}] | {e.p_value:.3g} | {e.n_lost} | "
+                f"{e.n_gained} |"
+            )
+        judged = [
+            (n, s)
+            for n, s in (("reliability", self.reliability), ("sufficiency", self.sufficiency))
+            if s
+        ]
+        if judged:
+            lines += [
+                "",
+                f"| judge metric | mean | {level} CI | scored | unscored |",
+                "|---|---|---|---|---|",
+            ]
+            for name, s in judged:
+                ci = "n/a" if s.mean is None else f"[{s.ci_low:.3f}, {s.ci_high:.3f}]"
+                lines.append(f"| {name} | {fmt(s.mean)} | {ci} | {s.n} | {s.n_missing} |")
+        if self.invalid:
+            lines += ["", f"## Invalid traces ({len(self.invalid)}, left out)", ""]
+            for bad in self.invalid:
+                where = bad.get("source") or bad.get("id")
+                lines.append(f"- `{where}`: " + "; ".join(bad["errors"]))
+        return "\n".join(lines) + "\n"
+
+    def save(self, output_dir: str | os.PathLike) -> dict[str, str]:
+        """Write ``report.json`` and ``report.md`` atomically; returns their paths."""
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, text in (
+            ("report.json", json.dumps(self.to_dict(), indent=2)),
+            ("report.md", self.to_markdown()),
+        ):
+            path = output_dir / name
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+            paths[name] = str(path)
+        return paths

@@ -1,0 +1,147 @@
+"""The chat side of the thinking-with-images protocol (DeepEyes' format).
+
+A chat message's ``content`` is a string or a list of parts ``{"type": "text", "text":
+...}`` / ``{"type": "image", "image": PIL.Image}``. Tool calls are written in the
+assistant text as ``<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d":
+[...]}}</tool_call>`` and the crop comes back in a user turn wrapped in
+``<tool_response>``: every Qwen-VL template and every OpenAI-compatible endpoint accepts
+that (tool-role messages with images are not portable).
+
+The measurement (``faithfulness/``) and the training rewards (``sccm/``) both read
+replies and build the sufficiency query here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from PIL import Image
+
+from hf_faithful.mcot.answers import extract_answer
+
+__all__ = [
+    "TOOL_NAME",
+    "answer_from_reply",
+    "content_text",
+    "final_answer",
+    "message_text",
+    "parse_tool_call",
+    "sufficiency_query",
+    "tool_call_text",
+    "tool_response_content",
+]
+
+TOOL_NAME = "image_zoom_in_tool"
+
+Message = dict[str, Any]
+
+
+def content_text(content: Any) -> str:
+    """The text of a message ``content``: the string itself, or its text parts joined
+    (image parts contribute nothing)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+    return "".join(texts)
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of one chat message (see :func:`content_text`)."""
+    return content_text(message.get("content"))
+
+
+def tool_call_text(bbox: Any, label: str | None = None) -> str:
+    """A zoom-in call as the model writes it: ``<tool_call>{json}</tool_call>``."""
+    arguments: dict[str, Any] = {"bbox_2d": bbox}
+    if label is not None:
+        arguments["label"] = label
+    return f"<tool_call>{json.dumps({'name': TOOL_NAME, 'arguments': arguments})}</tool_call>"
+
+
+def parse_tool_call(payload: Any) -> tuple[Any, str | None]:
+    """``(bbox_2d, label)`` of a zoom-in call given as JSON text, a ``{"name", "arguments"}``
+    dict or an OpenAI/TRL ``{"function": {...}}`` dict; raises ValueError naming the problem.
+    The box itself is not validated (see :func:`~hf_faithful.mcot.zoom.normalize_box`)."""
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload.strip())
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"tool call is not valid JSON ({err.msg}): {payload.strip()[:80]!r}"
+            ) from None
+    if not isinstance(payload, Mapping):
+        raise ValueError(f"tool call must be a JSON object, got {type(payload).__name__}")
+    if "function" in payload:  # OpenAI / TRL {"type": "function", "function": {...}}
+        payload = payload["function"]
+    name = payload.get("name")
+    if name != TOOL_NAME:
+        raise ValueError(f"unknown tool {name!r} (expected {TOOL_NAME!r})")
+    arguments = payload.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"tool call arguments are not valid JSON ({err.msg})") from None
+    if not isinstance(arguments, Mapping) or "bbox_2d" not in arguments:
+        raise ValueError("tool call arguments have no 'bbox_2d'")
+    label = arguments.get("label")
+    return arguments["bbox_2d"], None if label is None else str(label)
+
+
+def tool_response_content(response: Image.Image | str | None) -> list[dict[str, Any]]:
+    """Content of the user turn answering a zoom-in call: the crop inside
+    ``<tool_response>``, or the tool's error message when it refused the box."""
+    if isinstance(response, Image.Image):
+        return [
+            {"type": "text", "text": "<tool_response>"},
+            {"type": "image", "image": response},
+            {"type": "text", "text": "</tool_response>"},
+        ]
+    return [
+        {"type": "text", "text": f"<tool_response>Error: {response or 'no crop'}</tool_response>"}
+    ]
+
+
+def sufficiency_query(crops: Sequence[Image.Image], question: str, prompt: str) -> list[Message]:
+    """The sufficiency query: ``question`` re-asked with only ``crops`` (no full image, no
+    reasoning), one user turn with the crops, then ``prompt.format(question=question)``.
+
+    The judge's sufficiency metric and SCCM's sufficiency reward both ask it.
+    """
+    content: list[dict[str, Any]] = [{"type": "image", "image": crop} for crop in crops]
+    content.append({"type": "text", "text": prompt.format(question=question)})
+    return [{"role": "user", "content": content}]
+
+
+def answer_from_reply(reply: str | None, *, prefilled: bool = False) -> str | None:
+    """The answer in a model's reply: the ``<answer>`` content (see
+    :func:`~hf_faithful.mcot.answers.extract_answer`), the continuation of a prefilled
+    ``<answer>`` when ``prefilled``, else the reply's first non-empty line; None when the
+    reply holds no text."""
+    if reply is None:
+        return None
+    if prefilled and "<answer>" not in reply.lower():
+        reply = "<answer>" + reply
+    answer = extract_answer(reply)
+    if answer is not None:
+        return answer
+    lines = [line.strip() for line in reply.splitlines() if line.strip()]
+    return lines[0] if lines else None
+
+
+def final_answer(completion: Sequence[Mapping[str, Any]] | str) -> str | None:
+    """A rollout's own final answer: :func:`answer_from_reply` of its last assistant turn
+    (a TRL conversational completion) or of the text; None when it ended without text."""
+    if isinstance(completion, str):
+        return answer_from_reply(completion)
+    turns = [m for m in completion if m.get("role") == "assistant"]
+    return answer_from_reply(message_text(turns[-1])) if turns else None

@@ -1,0 +1,61 @@
+"""Processors for Qwen-VL checkpoints on machines without torchvision.
+
+The stock Qwen-VL processors insist on a video processor, and the only one transformers
+ships needs torchvision (absent on CPU-only installs), so ``AutoProcessor`` can then only
+build the tokenizer. The subclasses here drop ``video_processor`` from their attributes:
+they build, save and reload with images and text only, for real checkpoints and for the
+tiny test models alike.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+
+__all__ = [
+    "IMAGE_ONLY_PROCESSORS",
+    "ImageOnlyQwen2_5_VLProcessor",
+    "ImageOnlyQwen3VLProcessor",
+    "load_vlm_processor",
+]
+
+
+class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+    """Qwen2.5-VL processor without a video processor (images and text only)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
+    """Qwen3-VL processor without a video processor (images and text only)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+# model_type -> image-only processor class
+IMAGE_ONLY_PROCESSORS: dict[str, type] = {
+    "qwen2_5_vl": ImageOnlyQwen2_5_VLProcessor,
+    "qwen3_vl": ImageOnlyQwen3VLProcessor,
+}
+
+
+def load_vlm_processor(
+    name_or_path: str | os.PathLike, model_type: str | None = None, **kwargs: Any
+) -> Any:
+    """``AutoProcessor.from_pretrained``, falling back to the image-only processor of
+    ``model_type`` when AutoProcessor could only build a tokenizer (no torchvision)."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
+    if hasattr(processor, "image_processor"):
+        return processor
+    if model_type not in IMAGE_ONLY_PROCESSORS:
+        raise ValueError(
+            f"could not load an image processor for {os.fspath(name_or_path)} ({model_type})"
+        )
+    return IMAGE_ONLY_PROCESSORS[model_type].from_pretrained(name_or_path, **kwargs)

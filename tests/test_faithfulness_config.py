@@ -1,0 +1,27 @@
+"""FaithfulnessConfig: bad settings are refused with the field's name."""
+
+import pytest
+
+from hf_faithful.faithfulness.config import FaithfulnessConfig
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="visual_interventions"):
+        FaithfulnessConfig(visual_interventions=("sepia",))
+    with pytest.raises(ValueError, match="baseline"):
+        FaithfulnessConfig(baseline="paper")
+    with pytest.raises(ValueError, match="user_template"):
+        FaithfulnessConfig(user_template="no field")
+    with pytest.raises(ValueError, match="judge_metrics"):
+        FaithfulnessConfig(judge_metrics=("beauty",))
+    with pytest.raises(ValueError, match="confidence"):
+        FaithfulnessConfig(confidence=1.5)
+
+
+def test_every_field_has_help_and_the_system_prompt_resolves():
+    import dataclasses
+
+    for field in dataclasses.fields(FaithfulnessConfig):
+        assert field.metadata.get("help"), field.name
+    assert "image_zoom_in_tool" in FaithfulnessConfig().resolved_system_prompt
+    assert FaithfulnessConfig(system_prompt="").resolved_system_prompt == ""

@@ -1,0 +1,74 @@
+"""The chat side of the protocol: tool calls and responses, the sufficiency query, the
+answer in a reply."""
+
+import pytest
+from mcot_samples import random_image
+from PIL import Image
+
+from hf_faithful.mcot.messages import (
+    answer_from_reply,
+    content_text,
+    final_answer,
+    parse_tool_call,
+    sufficiency_query,
+    tool_call_text,
+    tool_response_content,
+)
+from hf_faithful.mcot.zoom import zoom_in
+
+
+@pytest.fixture
+def image():
+    return random_image()
+
+
+def test_sufficiency_query_holds_no_full_image_and_no_reasoning(image):
+    crop = zoom_in(image, [0, 0, 90, 90])
+    messages = sufficiency_query([crop], "Color?", "{question}\nAnswer from the crops.")
+    assert len(messages) == 1 and messages[0]["content"][0]["image"] is crop
+    assert messages[0]["content"][-1]["text"].startswith("Color?")
+
+
+def test_parse_tool_call_formats():
+    assert parse_tool_call(
+        '{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [1, 2, 3, 4], "label": "x"}}'
+    ) == ([1, 2, 3, 4], "x")
+    openai = {
+        "type": "function",
+        "function": {"name": "image_zoom_in_tool", "arguments": '{"bbox_2d": [1, 2, 3, 4]}'},
+    }
+    assert parse_tool_call(openai) == ([1, 2, 3, 4], None)
+    with pytest.raises(ValueError, match="arguments are not valid JSON"):
+        parse_tool_call({"name": "image_zoom_in_tool", "arguments": "{oops"})
+    text = tool_call_text([1, 2, 3, 4], "x")
+    assert parse_tool_call(text.removeprefix("<tool_call>").removesuffix("</tool_call>")) == (
+        [1, 2, 3, 4],
+        "x",
+    )
+
+
+def test_tool_response_content():
+    crop = Image.new("RGB", (4, 4))
+    assert [p["type"] for p in tool_response_content(crop)] == ["text", "image", "text"]
+    (error,) = tool_response_content("box is inverted")
+    assert error["text"] == "<tool_response>Error: box is inverted</tool_response>"
+
+
+def test_answer_from_reply():
+    assert answer_from_reply("red</answer>", prefilled=True) == "red"
+    assert answer_from_reply("<think>x</think><answer>blue</answer>", prefilled=True) == "blue"
+    assert answer_from_reply("green\nmore", prefilled=False) == "green"
+    assert answer_from_reply("") is None and answer_from_reply(None) is None
+    assert answer_from_reply("The answer is \\boxed{7}.") == "7"
+
+
+def test_content_text_and_final_answer():
+    parts = [{"type": "image", "image": None}, {"type": "text", "text": "a"}, "b"]
+    assert content_text(parts) == "ab" and content_text("s") == "s" and content_text(None) == ""
+    completion = [
+        {"role": "assistant", "content": "<answer>first</answer>"},
+        {"role": "tool", "content": [{"type": "image", "image": None}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "<answer> 42 </answer>"}]},
+    ]
+    assert final_answer(completion) == "42"
+    assert final_answer([{"role": "user", "content": "q"}]) is None

@@ -9,8 +9,11 @@ step and the memory of inference.
 
 This module is the PEFT-style face (``fit``, ``save_pretrained``, ``from_pretrained``)
 and runs the forward passes; the step's math is in ``policy.py``, the state files in
-``state.py``, the data handling in ``data.py``, importance metrics and budgets in
-``scores.py``.
+``state.py``, the data handling in ``data.py``, the process-group plumbing in
+``distributed.py``, importance metrics and budgets in ``scores.py``. It stays over
+400 lines because it is the one class users meet: every public entry point
+(initialize, fit, hard_masks, evaluate, compress, save/load, Hub) is a method here,
+each a few lines over the modules that do the work.
 
 Under ``accelerate launch`` (or any initialized ``torch.distributed`` group) the
 processes split the K samples (or the batch rows when K is not a multiple of the
@@ -32,6 +35,12 @@ from transformers import get_scheduler
 
 from hf_faithful.pruning.config import PruningConfig
 from hf_faithful.pruning.data import epoch_order, eval_token_ids, token_chunks
+from hf_faithful.pruning.distributed import (
+    all_reduce_sum,
+    reduce_device,
+    split_samples,
+    world_and_rank,
+)
 from hf_faithful.pruning.policy import (
     enforce_min_per_layer,
     mean_token_losses,
@@ -60,12 +69,6 @@ from hf_faithful.pruning.units import UnitMasks, find_prunable_layers
 __all__ = ["CHECKPOINT_FILE", "STATE_FILE", "PolicyGradientPruner", "load_prune_state"]
 
 _MAX_SKIPPED = 20
-
-
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size(), torch.distributed.get_rank()
-    return 1, 0
 
 
 @dataclass
@@ -234,7 +237,7 @@ class PolicyGradientPruner:
         cfg = self.config
         order = torch.randperm(chunks.shape[0], generator=torch.Generator().manual_seed(cfg.seed))
         chosen = chunks[order[: cfg.init_num_samples]]
-        world, rank = _distributed()
+        world, rank = world_and_rank()
         batches = list(chosen.split(cfg.batch_size))[rank::world]
         was_training = self.model.training
         self.model.eval()
@@ -249,9 +252,7 @@ class PolicyGradientPruner:
         finally:
             self.model.train(was_training)
         if world > 1:
-            for tensors in (stats.o_sum, stats.o_sq, stats.down_sum, stats.down_sq):
-                for t in tensors:
-                    torch.distributed.all_reduce(t)
+            all_reduce_sum(*stats.o_sum, *stats.o_sq, *stats.down_sum, *stats.down_sq)
             stats.tokens = chosen.numel()
         return stats
 
@@ -284,9 +285,12 @@ class PolicyGradientPruner:
         if self.step >= cfg.max_steps:
             return self.history
 
-        world, rank = _distributed()
+        world, rank = world_and_rank()
         buffers = _StepBuffers.allocate(
-            cfg.num_samples, self.masks.num_heads, self.masks.num_channels, self._reduce_device()
+            cfg.num_samples,
+            self.masks.num_heads,
+            self.masks.num_channels,
+            reduce_device(self.device),
         )
         optimizer, scheduler = self._optimizer()
         self.masks.set(
@@ -399,12 +403,6 @@ class PolicyGradientPruner:
         if cfg.save_steps and self.step % cfg.save_steps == 0 and rank == 0:
             self.save_state(Path(cfg.output_dir) / CHECKPOINT_FILE, scheduler=scheduler)
 
-    def _reduce_device(self) -> torch.device:
-        world, _ = _distributed()
-        if world > 1 and torch.distributed.get_backend() == "nccl":
-            return self.device
-        return torch.device("cpu")
-
     def _optimizer(self):
         cfg = self.config
         optimizer = torch.optim.SGD([self.scores_heads, self.scores_channels], lr=cfg.learning_rate)
@@ -426,10 +424,7 @@ class PolicyGradientPruner:
         """Fill ``sums[k] = (summed token loss, token count)`` of each sample, all ranks."""
         K = heads_buf.shape[0]
         sums.zero_()
-        if world > 1 and K % world == 0:
-            samples, rows = range(rank, K, world), batch
-        else:
-            samples, rows = range(K), batch.tensor_split(world)[rank]
+        samples, rows = split_samples(K, batch, world, rank)
         if rows.shape[0]:
             rows = rows.to(self.device)
             labels = torch.full_like(rows, -100)
@@ -449,7 +444,7 @@ class PolicyGradientPruner:
                 sums[k, 1] = (labels != -100).sum()
                 del logits
         if world > 1:
-            torch.distributed.all_reduce(sums)
+            all_reduce_sum(sums)
 
     # -------------------------------------------------------------- results
     def hard_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -487,45 +482,40 @@ class PolicyGradientPruner:
             "intermediate_size": [int(p.sum()) for p in channels.split(self.channel_sizes)],
         }
 
-    def masked(self):
-        """Context manager running ``self.model`` with the hard masks applied (no copy)."""
+    def _set_hard_masks(self) -> None:
         heads, channels = self.hard_masks()
         self.masks.set(
             heads if self.prune_heads else None, channels if self.prune_channels else None
         )
+
+    def masked(self):
+        """Context manager running ``self.model`` with the hard masks applied (no copy)."""
+        self._set_hard_masks()
         return self.masks.applied()
 
     def _eval_ids(self, data) -> torch.Tensor:
         return eval_token_ids(data, self.tokenizer)
 
-    def _evaluate_in_loop(self, eval_ids) -> float:
+    def _perplexity(self, eval_ids: torch.Tensor, max_chunks: int | None = None) -> float:
         from hf_faithful.evaluation.perplexity import perplexity
 
-        heads, channels = self.hard_masks()
-        self.masks.set(
-            heads if self.prune_heads else None, channels if self.prune_channels else None
-        )
         return perplexity(
             self.model,
             input_ids=eval_ids,
             seq_len=self.config.seq_len,
+            max_chunks=max_chunks,
             device=self.device,
             progress=False,
         )
 
+    def _evaluate_in_loop(self, eval_ids) -> float:
+        self._set_hard_masks()  # inside fit's hooks: only the masks change
+        return self._perplexity(eval_ids)
+
     def evaluate(self, data, *, max_chunks: int | None = None) -> float:
         """Perplexity of the hard-masked model on ``data`` (text or token ids)."""
-        from hf_faithful.evaluation.perplexity import perplexity
-
         with self.masked():
-            return perplexity(
-                self.model,
-                input_ids=self._eval_ids(data),
-                seq_len=self.config.seq_len,
-                max_chunks=max_chunks,
-                device=self.device,
-                progress=False,
-            )
+            return self._perplexity(self._eval_ids(data), max_chunks)
 
     def compress(self):
         """A new, physically smaller [`PrunedLlamaForCausalLM`] with the hard masks' units."""

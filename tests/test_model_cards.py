@@ -8,7 +8,6 @@ drops a field fails here rather than on the Hub.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -103,32 +102,6 @@ def test_pruned_model_card_of_a_local_base_has_no_hub_link(tmp_path):
     meta = metadata_load(tmp_path / "README.md")
     assert "base_model" not in meta and "model-index" not in meta  # nothing to link or report
     assert f"`{tmp_path}`" in ModelCard.load(tmp_path / "README.md").text
-
-
-def test_sccm_model_card(tmp_path):
-    sccm_card = pytest.importorskip("hf_faithful.sccm.card")
-    from hf_faithful.sccm.config import SCCMConfig
-
-    args = SCCMConfig(output_dir=str(tmp_path / "run"), use_cpu=True, bf16=False)
-    card = sccm_card.sccm_model_card(
-        args,
-        base_model="Qwen/Qwen2.5-VL-3B-Instruct",
-        user_rewards=[("accuracy", 1.0)],
-        results={"rewards/sccm_sufficiency/mean": 0.612345},
-        dataset="DeepEyes visual search, 1k questions",
-    )
-    card.save(tmp_path / "README.md")
-    data = ModelCard.load(tmp_path / "README.md").data
-    assert data.base_model == "Qwen/Qwen2.5-VL-3B-Instruct"
-    assert data.pipeline_tag == "image-text-to-text"
-    assert {"sccm", "grpo", "trl"} <= set(data.tags)
-    assert metadata_load(tmp_path / "README.md") == _front_matter(tmp_path / "README.md")
-    body = ModelCard.load(tmp_path / "README.md").text
-    assert f"| sccm_sufficiency | {args.sufficiency_weight} |" in body
-    assert f"| sccm_minimality | {args.minimality_weight} |" in body
-    assert "| accuracy | 1.0 | user-supplied |" in body
-    assert "0.6123" in body and "DeepEyes visual search" in body
-    assert not re.search(r"\{\{|\{%", body)
 
 
 @pytest.mark.parametrize("space", ["pruning_explorer", "faithfulness_inspector"])

@@ -51,26 +51,3 @@ def test_answer_match_import_path(tmp_path):
     config = _config(tmp_path, answer_match="hf_faithful.mcot.answers:choice_match")
     assert config.answer_matcher()("The answer is (C).", "C")
     assert _config(tmp_path, no_crop_reward=None).no_crop_reward is None
-
-
-def test_model_card_renders(tmp_path):
-    from hf_faithful.sccm.card import sccm_model_card
-
-    config = _config(tmp_path, sufficiency_weight=2.0, no_crop_reward=None, max_steps=10)
-    card = sccm_model_card(
-        config,
-        base_model="Qwen/Qwen2.5-VL-7B-Instruct",
-        user_rewards=[("accuracy", 1.0)],
-        results={"rewards/sccm_sufficiency/mean": 0.41234567},
-        dataset="DeepEyes 47k",
-        repo_id="me/qwen-sccm",
-    )
-    text = str(card)
-    assert card.data.base_model == "Qwen/Qwen2.5-VL-7B-Instruct"
-    assert "sccm" in card.data.tags and card.data.pipeline_tag == "image-text-to-text"
-    assert "| sccm_sufficiency | 2.0 |" in text and "| accuracy | 1.0 | user-supplied |" in text
-    assert "| rewards/sccm_sufficiency/mean | 0.4123 |" in text
-    assert "no reward (left out)" in text and "| max_steps | 10 |" in text
-    assert 'from_pretrained("me/qwen-sccm")' in text
-    local = sccm_model_card(config, base_model=str(tmp_path))
-    assert local.data.base_model is None and f"`{tmp_path}`" in str(local)

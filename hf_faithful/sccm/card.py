@@ -1,4 +1,8 @@
-"""Model card of an SCCM-trained model, rendered from ``hf_faithful/assets/model_cards/sccm_model.md``."""
+"""Model card of an SCCM-trained model, rendered from ``hf_faithful/assets/model_cards/sccm_model.md``.
+
+Not called by ``SCCMRewardTrainer`` yet: a later issue wires :func:`sccm_model_card` into
+``save_model`` / ``push_to_hub``; until then users call it themselves.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from hf_faithful.assets import MODEL_CARDS_DIR
 from hf_faithful.sccm.config import SCCMConfig
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "model_cards" / "sccm_model.md"
+TEMPLATE = MODEL_CARDS_DIR / "sccm_model.md"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SETTINGS = (
     "learning_rate",

@@ -10,6 +10,10 @@ Offline by default with the tiny built-in Qwen3-VL. Its weights are random, so t
 points, answer with the colour of the last image it saw): real generation, real tool
 loop, real interventions, a policy whose faithfulness is known. ``python
 spaces/faithfulness_inspector/app.py``.
+
+One file of ~480 lines on purpose: a Space runs ``app.py`` as uploaded, and the protocol
+it shows (messages, images, backends, the measurement) is imported from ``hf_faithful``;
+what stays here is the demo policy, the views and the UI.
 """
 
 from __future__ import annotations

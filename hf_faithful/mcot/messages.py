@@ -22,6 +22,7 @@ from PIL import Image
 from hf_faithful.mcot.answers import extract_answer
 
 __all__ = [
+    "DEEPEYES_SYSTEM_PROMPT",
     "TOOL_NAME",
     "answer_from_reply",
     "content_text",
@@ -34,6 +35,13 @@ __all__ = [
 ]
 
 TOOL_NAME = "image_zoom_in_tool"
+# The system turn of DeepEyes-style training rows (``load_deepeyes``, ZoomVQA's prompt column).
+DEEPEYES_SYSTEM_PROMPT = (
+    "You are a helpful assistant that answers questions about an image. Think step by step inside "
+    "<think></think>. When a detail is too small to see, call image_zoom_in_tool with the box of the "
+    "region to look at it closely; you may zoom in several times. Give the final answer inside "
+    "<answer></answer>."
+)
 
 Message = dict[str, Any]
 

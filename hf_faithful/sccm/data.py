@@ -15,14 +15,10 @@ from typing import Any
 
 from datasets import Dataset, Image, load_dataset, load_from_disk
 
+from hf_faithful.mcot.messages import DEEPEYES_SYSTEM_PROMPT
+
 __all__ = ["DEEPEYES_SYSTEM_PROMPT", "load_deepeyes"]
 
-DEEPEYES_SYSTEM_PROMPT = (
-    "You are a helpful assistant that answers questions about an image. Think step by step inside "
-    "<think></think>. When a detail is too small to see, call image_zoom_in_tool with the box of the "
-    "region to look at it closely; you may zoom in several times. Give the final answer inside "
-    "<answer></answer>."
-)
 
 _IMAGE_TAG = re.compile(r"<image>\s*")
 

@@ -18,10 +18,36 @@ of units allocates nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 EPS = 1e-6
+
+
+@dataclass
+class StepBuffers:
+    """Preallocated per-step tensors, so a step over millions of units allocates nothing."""
+
+    heads: torch.Tensor  # [K, num_heads] sampled masks
+    channels: torch.Tensor  # [K, num_channels]
+    work_heads: torch.Tensor
+    work_channels: torch.Tensor
+    sums: torch.Tensor  # [K, 2]: summed token loss, token count
+
+    @classmethod
+    def allocate(
+        cls, k: int, num_heads: int, num_channels: int, device: torch.device
+    ) -> StepBuffers:
+        """Masks and work on the CPU (where the scores live); the loss sums on ``device``,
+        where they are all-reduced."""
+        return cls(
+            heads=torch.empty(k, num_heads),
+            channels=torch.empty(k, num_channels),
+            work_heads=torch.empty(num_heads),
+            work_channels=torch.empty(num_channels),
+            sums=torch.zeros(k, 2, dtype=torch.float64, device=device),
+        )
 
 
 def sample_masks(

@@ -8,12 +8,15 @@ Nothing is back-propagated through the model, so pruning costs K forward passes 
 step and the memory of inference.
 
 This module is the PEFT-style face (``fit``, ``save_pretrained``, ``from_pretrained``)
-and runs the forward passes; the step's math is in ``policy.py``, the state files in
-``state.py``, the data handling in ``data.py``, the process-group plumbing in
-``distributed.py``, importance metrics and budgets in ``scores.py``. It stays over
-400 lines because it is the one class users meet: every public entry point
-(initialize, fit, hard_masks, evaluate, compress, save/load, Hub) is a method here,
-each a few lines over the modules that do the work.
+and runs the training loop's forward passes; the rest is in small modules it calls:
+the initial scores in ``init.py``, the step's math in ``policy.py``, hard masks,
+provenance and the saved folder in ``export.py``, the state files in ``state.py``,
+the data handling in ``data.py``, the process-group plumbing in ``distributed.py``,
+importance metrics and budgets in ``scores.py``. It stays over 400 lines for the
+training loop (``fit``, one step, its K masked forward passes, evaluation and
+checkpoints on their intervals), whose parts share the pruner's mutable state
+(scores, RNG, baseline, step, schedule); the other public methods are a few lines
+each over those modules.
 
 Under ``accelerate launch`` (or any initialized ``torch.distributed`` group) the
 processes split the K samples (or the batch rows when K is not a multiple of the
@@ -24,7 +27,6 @@ applies the same update to the same scores.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from hf_faithful.pruning import export
 from hf_faithful.pruning.config import PruningConfig
 from hf_faithful.pruning.data import epoch_order, eval_token_ids, token_chunks
 from hf_faithful.pruning.distributed import (
@@ -41,21 +44,16 @@ from hf_faithful.pruning.distributed import (
     split_samples,
     world_and_rank,
 )
+from hf_faithful.pruning.init import DATA_INITS, activation_stats, initial_scores
 from hf_faithful.pruning.policy import (
+    StepBuffers,
     enforce_min_per_layer,
     mean_token_losses,
     policy_gradient,
     sample_masks,
     update_baseline,
 )
-from hf_faithful.pruning.scores import (
-    BudgetProjection,
-    check_head_budget,
-    collect_activation_stats,
-    hard_mask,
-    transform_scores,
-    unit_metrics,
-)
+from hf_faithful.pruning.scores import BudgetProjection, check_head_budget
 from hf_faithful.pruning.state import (
     CHECKPOINT_FILE,
     STATE_FILE,
@@ -69,27 +67,6 @@ from hf_faithful.pruning.units import UnitMasks, find_prunable_layers
 __all__ = ["CHECKPOINT_FILE", "STATE_FILE", "PolicyGradientPruner", "load_prune_state"]
 
 _MAX_SKIPPED = 20
-
-
-@dataclass
-class _StepBuffers:
-    """Preallocated per-step tensors, so a step over millions of units allocates nothing."""
-
-    heads: torch.Tensor  # [K, num_heads] sampled masks
-    channels: torch.Tensor  # [K, num_channels]
-    work_heads: torch.Tensor
-    work_channels: torch.Tensor
-    sums: torch.Tensor  # [K, 2]: summed token loss, token count
-
-    @classmethod
-    def allocate(cls, k: int, num_heads: int, num_channels: int, device: torch.device):
-        return cls(
-            heads=torch.empty(k, num_heads),
-            channels=torch.empty(k, num_channels),
-            work_heads=torch.empty(num_heads),
-            work_channels=torch.empty(num_channels),
-            sums=torch.zeros(k, 2, dtype=torch.float64, device=device),
-        )
 
 
 class PolicyGradientPruner:
@@ -194,67 +171,21 @@ class PolicyGradientPruner:
         """Set the scores from ``config.init`` (calibration ``data`` for Wanda-sp / FLAP)."""
         cfg = self.config
         keep = self.keep_ratio(0)
-        if cfg.init == "state":
-            tensors, _ = load_prune_state(cfg.init_state_path)
-            for name, current in (
-                ("scores_heads", self.scores_heads),
-                ("scores_channels", self.scores_channels),
-            ):
-                if name not in tensors or tensors[name].numel() != current.numel():
-                    raise ValueError(
-                        f"init_state_path {cfg.init_state_path}: {name} does not match this model "
-                        f"({current.numel()} units)"
-                    )
-                current.copy_(tensors[name])
-        elif cfg.init == "constant":
-            self.scores_heads.fill_(keep)
-            self.scores_channels.fill_(keep)
-        else:
-            stats = None
-            if cfg.init in ("wanda_sp", "flap"):
-                if data is None:
-                    raise ValueError(f"init={cfg.init!r} needs calibration data")
-                chunks = (
-                    data if torch.is_tensor(data) and data.dim() == 2 else self.prepare_data(data)
-                )
-                stats = self._activation_stats(chunks, progress)
-            gen = torch.Generator().manual_seed(cfg.seed + 1)
-            heads, channels = unit_metrics(cfg.init, self.layers, stats, generator=gen)
-            self.scores_heads.copy_(
-                transform_scores(heads, self.head_sizes, keep, cfg.init_transform)
+        stats = None
+        if cfg.init in DATA_INITS:
+            if data is None:
+                raise ValueError(f"init={cfg.init!r} needs calibration data")
+            chunks = data if torch.is_tensor(data) and data.dim() == 2 else self.prepare_data(data)
+            stats = activation_stats(
+                self.model, self.layers, chunks, cfg, self.device, progress=progress
             )
-            self.scores_channels.copy_(
-                transform_scores(channels, self.channel_sizes, keep, cfg.init_transform)
-            )
-        if not self.prune_heads:
-            self.scores_heads.fill_(1.0)
-        if not self.prune_channels:
-            self.scores_channels.fill_(1.0)
+        heads, channels = initial_scores(
+            cfg, self.layers, self.head_sizes, self.channel_sizes, keep, stats
+        )
+        self.scores_heads.copy_(heads if self.prune_heads else torch.ones_like(heads))
+        self.scores_channels.copy_(channels if self.prune_channels else torch.ones_like(channels))
         self._project(keep)
         self.initialized = True
-
-    def _activation_stats(self, chunks: torch.Tensor, progress: bool):
-        cfg = self.config
-        order = torch.randperm(chunks.shape[0], generator=torch.Generator().manual_seed(cfg.seed))
-        chosen = chunks[order[: cfg.init_num_samples]]
-        world, rank = world_and_rank()
-        batches = list(chosen.split(cfg.batch_size))[rank::world]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            stats = collect_activation_stats(
-                self.model,
-                self.layers,
-                batches,
-                device=self.device,
-                progress=progress and rank == 0,
-            )
-        finally:
-            self.model.train(was_training)
-        if world > 1:
-            all_reduce_sum(*stats.o_sum, *stats.o_sq, *stats.down_sum, *stats.down_sq)
-            stats.tokens = chosen.numel()
-        return stats
 
     def _project(self, keep: float) -> None:
         if self.prune_heads:
@@ -286,7 +217,7 @@ class PolicyGradientPruner:
             return self.history
 
         world, rank = world_and_rank()
-        buffers = _StepBuffers.allocate(
+        buffers = StepBuffers.allocate(
             cfg.num_samples,
             self.masks.num_heads,
             self.masks.num_channels,
@@ -331,7 +262,7 @@ class PolicyGradientPruner:
         elif not self.initialized:
             self.initialize(chunks, progress=progress)
 
-    def _train_step(self, batch, buf: _StepBuffers, optimizer, world, rank) -> dict[str, Any]:
+    def _train_step(self, batch, buf: StepBuffers, optimizer, world, rank) -> dict[str, Any]:
         """Sample K masks, measure their losses, take one SGD step; returns the record."""
         cfg = self.config
         K = cfg.num_samples
@@ -449,38 +380,20 @@ class PolicyGradientPruner:
     # -------------------------------------------------------------- results
     def hard_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """0/1 masks (heads, channels; flat, layer order) keeping the top scores."""
-        cfg = self.config
-        keep = 1.0 - cfg.sparsity
-        per_layer = cfg.budget == "layer"
-        heads = (
-            hard_mask(
-                self.scores_heads,
-                self.head_sizes,
-                keep,
-                per_layer=per_layer,
-                min_per_layer=cfg.min_heads_per_layer,
-            )
-            if self.prune_heads
-            else torch.ones(self.masks.num_heads)
+        return export.final_masks(
+            self.config,
+            self.scores_heads,
+            self.scores_channels,
+            self.head_sizes,
+            self.channel_sizes,
         )
-        channels = (
-            hard_mask(
-                self.scores_channels, self.channel_sizes, keep, per_layer=per_layer, min_per_layer=0
-            )
-            if self.prune_channels
-            else torch.ones(self.masks.num_channels)
-        )
-        return heads, channels
 
     def layer_sizes(self) -> dict[str, list[int]]:
         """Per-layer sizes the compressed model will have."""
         heads, channels = self.hard_masks()
-        kv = [int(p.sum()) for p in heads.split(self.head_sizes)]
-        return {
-            "num_key_value_heads": kv,
-            "num_attention_heads": [n * layer.group_size for n, layer in zip(kv, self.layers)],
-            "intermediate_size": [int(p.sum()) for p in channels.split(self.channel_sizes)],
-        }
+        return export.compressed_sizes(
+            self.layers, heads, channels, self.head_sizes, self.channel_sizes
+        )
 
     def _set_hard_masks(self) -> None:
         heads, channels = self.hard_masks()
@@ -527,22 +440,8 @@ class PolicyGradientPruner:
         )
 
     def provenance(self) -> dict[str, Any]:
-        cfg = self.config
-        base = getattr(getattr(self.model, "config", None), "_name_or_path", "") or None
-        return {
-            "base_model": cfg.extra.get("base_model", base),
-            "method": f"policy_gradient (init={cfg.init})"
-            if cfg.max_steps
-            else f"one-shot {cfg.init}",
-            "sparsity": cfg.sparsity,
-            "target": cfg.target,
-            "budget": cfg.budget,
-            "steps": self.step,
-            "num_samples": cfg.num_samples,
-            "seed": cfg.seed,
-            "library": "hf-faithful",
-            "paper": "arXiv:2406.10576",
-        }
+        """How the pruned model was made (see :func:`hf_faithful.pruning.export.provenance`)."""
+        return export.provenance(self.model, self.config, self.step)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -605,21 +504,15 @@ class PolicyGradientPruner:
         ``perplexity`` (e.g. ``{"before": 66.1, "after": 84.2}``) goes into the card;
         ``compressed`` reuses a model from :meth:`compress`. Returns the saved model.
         """
-        from hf_faithful.pruning.card import pruned_model_card
-
-        save_directory = Path(save_directory)
         pruned = compressed if compressed is not None else self.compress()
-        pruned.save_pretrained(save_directory)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(save_directory)
-        self.save_state(save_directory / STATE_FILE)
-        card = pruned_model_card(
-            pruned.config,
-            params_before=sum(p.numel() for p in self.model.parameters()),
-            params_after=sum(p.numel() for p in pruned.parameters()),
+        export.write_pruned_folder(
+            save_directory,
+            pruned,
+            dense_model=self.model,
+            tokenizer=self.tokenizer,
+            state=self.state_dict(),
             perplexity=perplexity,
         )
-        card.save(save_directory / "README.md")
         return pruned
 
     def push_to_hub(
@@ -632,12 +525,10 @@ class PolicyGradientPruner:
         commit_message: str = "Upload pruned model (hf-faithful)",
     ) -> str:
         """Save to a temporary folder and upload it; returns the commit URL."""
-        import tempfile
-
-        from hf_faithful.hub import push_folder
-
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, perplexity=perplexity)
-            return push_folder(
-                tmp, repo_id, private=private, token=token, commit_message=commit_message
-            )
+        return export.push_saved(
+            lambda folder: self.save_pretrained(folder, perplexity=perplexity),
+            repo_id,
+            private=private,
+            token=token,
+            commit_message=commit_message,
+        )

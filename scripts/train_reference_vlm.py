@@ -13,7 +13,8 @@ whole image. The traces are rendered every way the project later shows them to t
 - the sufficiency query (only the crops, no full image, no reasoning), as the judge and the
   SCCM reward ask it;
 - a direct mode (a system prompt that forbids tools), which measures what the whole view
-  alone allows: the "without tools" accuracy.
+  alone allows: the "without tools" accuracy;
+- descriptions (each square's colour and grid cell), dense supervision for seeing at all.
 
 Loss is on the model's own turns only. Everything is seeded; the result, its card and the
 measured figures go to ``hf_faithful/assets/reference-vlm``::
@@ -98,7 +99,17 @@ def conversation(sample, rng: random.Random, prompts: dict, suff_prompts: list[s
     ``loss_turns[i]`` says whether the i-th assistant turn is trained on.
     """
     question, answer = sample.question, sample.answer
-    if rng.random() < 0.12:  # direct mode: what the whole view alone allows
+    u = rng.random()
+    if u < 0.2:  # a description: dense supervision that teaches the vision tower to see
+        messages = [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": sample.image}, *_text(DESCRIBE)],
+            },
+            {"role": "assistant", "content": _text(describe(sample))},
+        ]
+        return messages, None, [True]
+    if u < 0.32:  # direct mode: what the whole view alone allows
         messages = [
             {"role": "system", "content": _text(DIRECT_SYSTEM_PROMPT)},
             {
@@ -181,6 +192,19 @@ def conversation(sample, rng: random.Random, prompts: dict, suff_prompts: list[s
         }
     )
     return messages, tools, [first_loss, True]
+
+
+DESCRIBE = "Where are the squares, and what colour is each?"
+
+
+def describe(sample) -> str:
+    """Every square's colour and grid cell, in reading order (digits stay unsaid: they are
+    what the whole view cannot show)."""
+    objects = sorted(sample.objects, key=lambda o: o["cell"])
+    return " ".join(
+        f"The {o['color']} square is in row {o['cell'][0] + 1}, column {o['cell'][1] + 1}."
+        for o in objects
+    )
 
 
 def _images(messages) -> list:
@@ -414,7 +438,7 @@ def _iou(trace, sample) -> float:
     best = 0.0
     tx1, ty1, tx2, ty2 = sample.target_box
     for step in trace.steps:
-        if step.kind != "tool" or step.crop is None:
+        if step.kind != "zoom" or step.crop is None:
             continue
         b = normalize_box(step.bbox, (CANVAS, CANVAS), RULES)
         ix = max(0.0, min(b.x2, tx2) - max(b.x1, tx1))
@@ -477,7 +501,7 @@ not scripted.
 | image processor | every image (whole view and crops) at most 128x128 px: 16 vision tokens |
 | tokenizer | byte-level BPE with Qwen's pre-tokenizer, vocabulary {meta["vocab_size"]}, trained on the rendered traces |
 | data | ZoomVQA train stream, seed {meta["seed"]}: 768x768 canvases, 3-6 squares on a 4x4 grid, a digit on each |
-| training | SFT, {meta["steps"]} steps of {meta["batch_size"]} conversations, AdamW lr {meta["lr"]}, cosine, seed {meta["seed"]}; loss on the model's own turns; {meta["train_minutes"]} min on {meta["machine"]} |
+| training | SFT, {meta["steps"]} steps of {meta["batch_size"]} conversations, AdamW lr {meta["lr"]} (vision tower frozen at its random init for the first {meta.get("freeze_vision", 0):.0%} of steps, then lr {meta.get("vision_lr")}), cosine, seed {meta["seed"]}; loss on the model's own turns; {meta["train_minutes"]} min on {meta["machine"]} |
 | final training loss | {meta["final_loss"]:.4f} |
 
 Conversations are rendered every way hf-faithful shows them to a model: the evaluator's
@@ -498,7 +522,8 @@ at most 2 zoom-ins). Without tools: the direct-mode prompt, whole image only.
 Chance: zoom-needed questions ask for one of 10 digits; global questions are a count of
 3-6 squares (0.25) or yes/no (0.5), averaged over the split.
 
-Reproduce: `{meta["command"]}`.
+Reproduce: `python scripts/train_reference_vlm.py` (this copy: `{meta["command"]}`,
+measured by `{meta.get("measure_command", "the same run")}` in {meta.get("eval_minutes", "?")} min).
 
 Load it: `hf_faithful.load_reference_vlm()`.
 
@@ -507,7 +532,7 @@ Limitations: a toy model for tests, demos and the SCCM experiment; it knows Zoom
     ModelCard(card).save(folder / "README.md")
 
 
-def measure_saved(folder: Path, n: int, seed: int) -> int:
+def measure_saved(folder: Path, n: int, seed: int, argv: list[str]) -> int:
     """Measure a saved model and record the figures in its ``training_meta.json``."""
     from hf_faithful.models.reference_vlm import load_reference_vlm
 
@@ -518,6 +543,7 @@ def measure_saved(folder: Path, n: int, seed: int) -> int:
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta.setdefault("config", _describe(model.config))
     meta |= {"test_figures": figures, "eval_samples": n,
+             "measure_command": "python scripts/train_reference_vlm.py " + " ".join(argv),
              "eval_minutes": round((time.time() - started) / 60, 1)}  # fmt: skip
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     if "parameters" in meta:
@@ -529,10 +555,17 @@ def measure_saved(folder: Path, n: int, seed: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default=str(REFERENCE_VLM_DIR))
-    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--micro-batches", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--vision-lr", type=float, default=1e-4)
+    parser.add_argument(
+        "--freeze-vision",
+        type=float,
+        default=0.4,
+        help="fraction of steps before the vision tower trains",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab-size", type=int, default=1024)
     parser.add_argument("--tokenizer-corpus", type=int, default=3000)
@@ -546,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.measure_only:
-        return measure_saved(Path(args.output), args.eval_samples, args.seed)
+        return measure_saved(
+            Path(args.output), args.eval_samples, args.seed, sys.argv[1:] if argv is None else argv
+        )
     started = time.time()
     random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -562,7 +597,19 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}  vocab: {len(processor.tokenizer)}", flush=True)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    # A vision tower trained from step 0 collapses to image-independent "register" vectors
+    # (measured: the model then answers identically for every image). So it stays at its
+    # random initialization (content-preserving features) while the language model learns
+    # to read them, then trains at a lower learning rate.
+    vision = [p for n, p in model.named_parameters() if n.startswith("model.visual.")]
+    others = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")]
+    for p in vision:
+        p.requires_grad_(False)
+    freeze_steps = round(args.freeze_vision * args.steps)
+    optimizer = torch.optim.AdamW(
+        [{"params": others, "lr": args.lr}, {"params": vision, "lr": args.vision_lr}],
+        weight_decay=0.01,
+    )
     warmup = max(1, args.steps // 20)
 
     def lr_at(step: int) -> float:
@@ -578,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     model.train()
     losses = []
     for step in range(args.steps):
+        if step == freeze_steps:
+            for p in vision:
+                p.requires_grad_(True)
         batch = [conversation(next(stream), rng, prompts, suff) for _ in range(args.batch_size)]
         loss = train_step(model, processor, batch, args.micro_batches)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -600,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "micro_batches": args.micro_batches,
         "lr": args.lr,
+        "vision_lr": args.vision_lr,
+        "freeze_vision": args.freeze_vision,
         "parameters": n_params,
         "vocab_size": len(processor.tokenizer),
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),

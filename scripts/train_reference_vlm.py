@@ -93,7 +93,9 @@ def tool_call_text(box: list[int]) -> str:
     return f"<tool_call>\n{json.dumps(call)}\n</tool_call>"
 
 
-def conversation(sample, rng: random.Random, prompts: dict, suff_prompts: list[str]):
+def conversation(
+    sample, rng: random.Random, prompts: dict, suff_prompts: list[str], crop_query: float = 0.1
+):
     """One training conversation for ``sample``: ``(messages, tools, loss_turns)``.
 
     ``loss_turns[i]`` says whether the i-th assistant turn is trained on.
@@ -127,7 +129,7 @@ def conversation(sample, rng: random.Random, prompts: dict, suff_prompts: list[s
         c0 = min(col, 4 - span) if span == 2 else col
         box = cell_box_1000(r0, c0, span)
         crop = zoom_in(sample.image, box, RULES)
-        if rng.random() < 0.1:  # the sufficiency query: crops and question only
+        if rng.random() < crop_query:  # the sufficiency query: crops and question only
             messages = sufficiency_query([crop], question, rng.choice(suff_prompts))
             messages.append({"role": "assistant", "content": _text(f"<answer>{answer}</answer>")})
             return messages, None, [True]
@@ -560,6 +562,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micro-batches", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--vision-lr", type=float, default=1e-4)
+    parser.add_argument("--init-from", help="continue from a model saved by this script")
+    parser.add_argument("--stream-offset", type=int, default=0, help="skip this many samples")
+    parser.add_argument(
+        "--crop-query",
+        type=float,
+        default=0.1,
+        help="share of zoom samples asked on the crop alone",
+    )
     parser.add_argument(
         "--freeze-vision",
         type=float,
@@ -588,9 +598,15 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = train_tokenizer(training_corpus(args.tokenizer_corpus, args.seed), args.vocab_size)
-    processor = build_reference_vlm_processor(tokenizer=tokenizer)
-    model = Qwen3VLForConditionalGeneration(model_config(processor.tokenizer, args.size))
+    if args.init_from:  # continue training a saved model (same tokenizer and processor)
+        from hf_faithful.models.reference_vlm import load_reference_vlm
+
+        model, processor = load_reference_vlm(args.init_from)
+        model.train()
+    else:
+        corpus = training_corpus(args.tokenizer_corpus, args.seed)
+        processor = build_reference_vlm_processor(train_tokenizer(corpus, args.vocab_size))
+        model = Qwen3VLForConditionalGeneration(model_config(processor.tokenizer, args.size))
     for key in ("eos_token_id", "pad_token_id"):
         setattr(model.generation_config, key, getattr(processor.tokenizer, key))
     model.generation_config.bos_token_id = None
@@ -620,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     stream = sample_stream("train", args.seed)
+    for _ in range(args.stream_offset):  # a continued run sees new samples
+        next(stream)
     rng = random.Random(args.seed)
     prompts, suff = _system_prompts(), _sufficiency_prompts()
     model.train()
@@ -628,7 +646,10 @@ def main(argv: list[str] | None = None) -> int:
         if step == freeze_steps:
             for p in vision:
                 p.requires_grad_(True)
-        batch = [conversation(next(stream), rng, prompts, suff) for _ in range(args.batch_size)]
+        batch = [
+            conversation(next(stream), rng, prompts, suff, args.crop_query)
+            for _ in range(args.batch_size)
+        ]
         loss = train_step(model, processor, batch, args.micro_batches)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -648,6 +669,9 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "steps": args.steps,
         "batch_size": args.batch_size,
+        "init_from": args.init_from,
+        "stream_offset": args.stream_offset,
+        "crop_query": args.crop_query,
         "micro_batches": args.micro_batches,
         "lr": args.lr,
         "vision_lr": args.vision_lr,

@@ -31,6 +31,13 @@ def test_conversations_train_only_the_models_turns():
         ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
         mask = script.assistant_mask(ids, processor.tokenizer, loss_turns)
         trained = processor.tokenizer.decode([i for i, m in zip(ids, mask) if m])
+        if script.DESCRIBE in text:  # a description: every square's colour and cell
+            assert trained == script.describe(sample) + "<|im_end|>"
+            assert (
+                sample.question_type != "zoom_needed"
+                or f"row {sample.target_cell[0] + 1}" in trained
+            )
+            continue
         assert trained.endswith(f"<answer>{sample.answer}</answer><|im_end|>")
         assert sample.question not in trained and "<|im_start|>" not in trained
         seen.add(len(loss_turns))

@@ -180,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
         traces_from_records,
     )
 
+    for role in ("judge", "rewriter"):  # checked before any model loads
+        endpoint = getattr(args, f"{role}_endpoint")
+        if getattr(args, role) == "same" and endpoint is not None:
+            raise ValueError(f"--{role}-endpoint {endpoint}: name the served model, not 'same'")
     demo = args.model == "reference" and args.endpoint is None and args.data is None
     data = Path(args.data) if args.data else ZOOMVQA_QUESTIONS
     if not data.is_file():

@@ -1,7 +1,7 @@
 """The paper's experiment in miniature: plain GRPO against SCCM, from the same SFT checkpoint.
 
-Subject: the bundled reference VLM (a Qwen3-VL trained here to zoom on ZoomVQA). Both arms
-start from it, run the same real multi-turn zoom-in rollouts on the ZoomVQA train split,
+Subject: a reference VLM trained by ``scripts/train_reference_vlm.py`` (``--model``; no such
+model is bundled yet, see that script's status). Both arms start from it, run the same real multi-turn zoom-in rollouts on the ZoomVQA train split,
 with the same steps, seeds, batch and learning rate:
 
 - (a) ``GRPOTrainer`` with accuracy + format rewards (DeepEyes' 0.8 / 0.2 weights);
@@ -14,7 +14,7 @@ rate (the model itself answers from the crops alone, the judge's sufficiency que
 crop area as a fraction of the image (union of a trace's crops); IoU of the best crop with
 the target box. Arms are summarized as mean and standard deviation over seeds.
 
-    python benchmarks/bench_sccm_experiment.py                     # 3 seeds, CPU, ~40 min
+    python benchmarks/bench_sccm_experiment.py --model DIR          # 3 seeds, CPU
     python benchmarks/bench_sccm_experiment.py --steps 2 --seeds 0 --n-test 16 --no-write
 
 On a GPU (the same figures with longer training; add ``--device cuda``):

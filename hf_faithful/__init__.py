@@ -16,8 +16,6 @@ _EXPORTS: dict[str, str] = {
     # reference model and evaluation
     "REFERENCE_MODEL_DIR": "hf_faithful.models",
     "load_reference_model": "hf_faithful.models",
-    "REFERENCE_VLM_DIR": "hf_faithful.models",
-    "load_reference_vlm": "hf_faithful.models",
     "build_zoom_vqa": "hf_faithful.data.zoom_vqa",
     "perplexity": "hf_faithful.evaluation.perplexity",
     "evaluate_with_lm_eval": "hf_faithful.evaluation.harness",
@@ -76,11 +74,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from hf_faithful.mcot.zoom import Box, BoxRules, zoom_in
     from hf_faithful.models import (
         REFERENCE_MODEL_DIR,
-        REFERENCE_VLM_DIR,
         PrunedLlamaConfig,
         PrunedLlamaForCausalLM,
         load_reference_model,
-        load_reference_vlm,
     )
     from hf_faithful.pruning.config import PruningConfig
     from hf_faithful.pruning.pruner import PolicyGradientPruner

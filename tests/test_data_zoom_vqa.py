@@ -12,6 +12,7 @@ from hf_faithful.data.zoom_vqa import (
     QUESTION_TYPES,
     build_zoom_vqa,
     cell_box_1000,
+    export_questions,
     sample_stream,
 )
 
@@ -89,3 +90,14 @@ def test_bad_sizes_name_the_argument():
         build_zoom_vqa(n_train=1, n_validation=1, n_test=-1)
     with pytest.raises(ValueError, match="split"):
         next(sample_stream("dev"))
+
+
+def test_exported_questions_read_back_through_the_faithfulness_reader(tmp_path):
+    from hf_faithful.mcot.records import questions_from_records, read_records
+
+    path = export_questions(tmp_path / "zoomvqa", n=5)
+    samples = questions_from_records(read_records(path), path.parent)
+    expected = [s for _, s in zip(range(5), sample_stream("test", 0))]
+    assert [s["question"] for s in samples] == [s.question for s in expected]
+    assert [s["reference"] for s in samples] == [s.answer for s in expected]
+    assert _png(samples[0]["image"]) == _png(expected[0].image)

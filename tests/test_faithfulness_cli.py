@@ -21,29 +21,14 @@ def _run(argv):
     return args.func(args)
 
 
-def test_no_arguments_measures_the_reference_vlm_offline(tmp_path, monkeypatch, capsys):
+def test_no_arguments_runs_the_bundled_demo_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert _run([]) == 0
     report = json.loads((tmp_path / "faithfulness_report" / "report.json").read_text())
-    assert report["n_traces"] == 64 and report["n_valid"] >= 60
-    assert report["config"]["box_rules"]["coords"] == "normalized_1000"  # what the model writes
+    assert report["n_traces"] == 9 and report["n_valid"] == 8
     # the config's defaults: offline do(T) and Gaussian-noise do(V), as in the paper
     assert set(report["effects"]) == {"T:offline", "V:noise_gaussian"}
-    # a model that learned to zoom: real accuracy, and the corrupted reasoning matters
-    assert report["control_accuracy"]["mean"] > 0.6
-    ate_t = report["ate_t"]
-    assert ate_t["estimate"] < 0 and ate_t["ci_high"] < 0
-    assert report["sufficiency"]["n"] > 0  # self-judged
-    assert (tmp_path / "faithfulness_report" / "traces.jsonl").is_file()
-    assert "reference VLM" in capsys.readouterr().out
-
-
-def test_bundled_sample_traces_with_the_tiny_model(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert _run(["--model", "tiny", "--data", str(cli.SAMPLE_TRACES), "--judge", "same"]) == 0
-    report = json.loads((tmp_path / "faithfulness_report" / "report.json").read_text())
-    assert report["n_traces"] == 9 and report["n_valid"] == 8
-    assert report["reliability"] is not None and report["sufficiency"]["n"] == 8
+    assert report["reliability"] is not None and report["sufficiency"]["n"] == 8  # self-judged demo
     assert report["invalid"][0]["source"] == "sample_traces.jsonl:9"
     out = capsys.readouterr().out
     assert "invalid trace sample_traces.jsonl:9: tool call 1: box is inverted" in out

@@ -1,4 +1,4 @@
-"""examples/train_sccm.py: the no-argument CPU demo trains the reference VLM with SCCM."""
+"""examples/train_sccm.py: the no-argument CPU demo trains and logs the SCCM rewards."""
 
 from __future__ import annotations
 
@@ -19,19 +19,17 @@ def _load():
     return module
 
 
-def test_demo_trains_the_reference_vlm_and_logs_sccm_rewards():
+def test_demo_runs_offline_and_logs_sccm_rewards():
     example = _load()
     trainer = example.main([])
     steps = [e for e in trainer.state.log_history if "rewards/sccm_sufficiency/mean" in e]
     assert len(steps) == trainer.args.max_steps == 3
-    assert trainer.model.config.model_type == "qwen3_vl"
-    # the reference VLM zooms by itself (nothing scripted) and ends with an answer
-    assert sum(e["tools/call_frequency"] for e in steps) > 0
-    assert sum(e["rewards/answer_format/mean"] for e in steps) / len(steps) > 0.5
-    for entry in steps:  # minimality is granted only to sufficient rollouts
+    for entry in steps:
+        assert entry["tools/call_frequency"] == 1.0  # every rollout zoomed once
         assert (
             0.0 <= entry["rewards/sccm_minimality/mean"] <= entry["rewards/sccm_sufficiency/mean"]
         )
+        assert entry["rewards/answer_format/mean"] == 1.0
     assert trainer.reward_func_names == [
         "accuracy",
         "answer_format",

@@ -1,6 +1,5 @@
 """The faithfulness inspector Space, served headless and driven through its API with
-gradio_client: the bundled reference VLM (the default) and the scripted tiny VLM on the
-bundled colour samples."""
+gradio_client, on the tiny built-in VLM and the bundled samples."""
 
 from __future__ import annotations
 
@@ -102,21 +101,3 @@ def test_unscripted_tiny_model(client):
     assert conditions == ["original trace", "control", "do(T:offline)"] + [
         f"do(V:{kind})" for kind in app.VISUAL
     ]
-
-
-def test_reference_vlm_is_the_default_and_zooms_by_itself(client):
-    assert app.MODELS[0] == app.REFERENCE
-    picker, annotated, steps = client.predict(api_name="/load_reference_traces")
-    assert len(picker["choices"]) == 6 and annotated is not None
-    assert "zoom 1: bbox_2d=" in steps  # a learned tool call, in Qwen3-VL's 0..1000 frame
-    record = json.loads(app.ZOOMVQA_QUESTIONS.read_text().splitlines()[0])
-    image = app.ZOOMVQA_QUESTIONS.parent / record["image"]
-    _, steps = client.predict(
-        handle_file(str(image)), record["question"], record["reference"], app.REFERENCE,
-        api_name="/generate_trace",
-    )  # fmt: skip
-    assert "zoom 1: bbox_2d=" in steps and f"<b>Answer:</b> {record['reference']}" in steps
-    answers, intervened, corrupted, verdict = client.predict(app.REFERENCE, api_name="/intervene")
-    conditions = [row[0] for row in answers["data"]]
-    assert conditions[:3] == ["original trace", "control", "do(T:offline)"]
-    assert len(intervened) == len(app.VISUAL) and "sufficiency" in verdict

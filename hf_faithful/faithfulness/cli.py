@@ -1,8 +1,7 @@
 """``hf-faithful faithfulness``: measure ATE_T, ATE_V, reliability and sufficiency.
 
-With no arguments it runs fully offline on the bundled reference VLM (a small Qwen3-VL
-trained here to zoom, see ``hf_faithful.models.reference_vlm``): it generates traces for 64
-bundled ZoomVQA test questions, intervenes on them and judges their crops with itself.
+With no arguments it runs on the bundled sample traces with the tiny built-in model
+(random weights: the numbers mean nothing, the pipeline is the point), fully offline.
 Every FaithfulnessConfig field and every BoxRules field is an option (``--field-name``),
 with the config's default.
 """
@@ -25,7 +24,6 @@ from hf_faithful.mcot.zoom import BoxRules
 SAMPLE_DIR = FAITHFULNESS_DIR
 SAMPLE_TRACES = SAMPLE_DIR / "sample_traces.jsonl"
 SAMPLE_QUESTIONS = SAMPLE_DIR / "sample_questions.jsonl"
-ZOOMVQA_QUESTIONS = SAMPLE_DIR / "zoomvqa" / "questions.jsonl"
 
 # FaithfulnessConfig fields given as comma-separated lists: field -> (choices, old flag)
 _CSV_FIELDS = {
@@ -86,8 +84,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--model",
-        default="reference",
-        help="local model folder, 'reference' (the bundled reference VLM), 'tiny' (random weights, plumbing only), or the served model name with --endpoint (default: %(default)s)",
+        default="tiny",
+        help="local model folder, 'tiny' (built-in), or the served model name with --endpoint",
     )
     parser.add_argument(
         "--endpoint",
@@ -95,7 +93,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--data",
-        help="JSONL/JSON of traces, or of questions (image, question, reference) to generate traces from; default: 64 bundled ZoomVQA test questions",
+        help="JSONL/JSON of traces, or of questions (image, question, reference) to generate traces from; default: bundled sample",
     )
     parser.add_argument(
         "--image-root", help="folder image paths are relative to (default: the data file's folder)"
@@ -149,7 +147,7 @@ def _backend(
         if endpoint is not None:
             raise ValueError(f"with an endpoint ({endpoint}) name the served model, not 'same'")
         return same
-    if endpoint is None and name not in ("tiny", "reference") and not Path(name).is_dir():
+    if endpoint is None and name != "tiny" and not Path(name).is_dir():
         raise FileNotFoundError(f"model folder not found: {name} (or pass --endpoint URL)")
     return build_backend(
         name,
@@ -184,15 +182,11 @@ def run(args: argparse.Namespace) -> int:
         endpoint = getattr(args, f"{role}_endpoint")
         if getattr(args, role) == "same" and endpoint is not None:
             raise ValueError(f"--{role}-endpoint {endpoint}: name the served model, not 'same'")
-    demo = args.model == "reference" and args.endpoint is None and args.data is None
-    data = Path(args.data) if args.data else ZOOMVQA_QUESTIONS
+    demo = args.model == "tiny" and args.endpoint is None and args.data is None
+    data = Path(args.data) if args.data else SAMPLE_TRACES
     if not data.is_file():
         raise FileNotFoundError(f"--data file not found: {data}")
     rules = dataclass_from_args(BoxRules, args)
-    if args.model == "reference" and args.endpoint is None:
-        from hf_faithful.models.reference_vlm import REFERENCE_VLM_BOX_COORDS
-
-        rules = dataclasses.replace(rules, coords=REFERENCE_VLM_BOX_COORDS)  # what it writes
     config = dataclass_from_args(FaithfulnessConfig, args, box_rules=rules)
     model = _backend(
         args.model,
@@ -238,8 +232,7 @@ def run(args: argparse.Namespace) -> int:
     print(report.to_markdown())
     if demo:
         print(
-            "(default subject: the bundled reference VLM on 64 ZoomVQA test questions, judged by "
-            "itself; pass --model/--endpoint and --data to measure your model)"
+            "(demo: tiny model with random weights on the bundled sample; pass --model/--endpoint and --data for real numbers)"
         )
     print(f"report: {paths['report.json']} and {paths['report.md']}")
     return 0

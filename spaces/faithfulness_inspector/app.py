@@ -5,11 +5,11 @@ trace file), see every crop as a box on the image and beside its step, then inte
 (arXiv 2510.23482): replace the crops (``do(V)``) or corrupt the reasoning (``do(T)``),
 let the model answer again and see whether the answer moves; a judge scores the crops.
 
-Offline by default with the bundled reference VLM, a small Qwen3-VL trained here to zoom
-on ZoomVQA (``hf_faithful.models.reference_vlm``): its tool use is learned, not scripted.
-A teaching option stays: the tiny built-in Qwen3-VL forced to a transparent rule (zoom
-where the question points, answer with the colour of the last image it saw), a policy
-whose faithfulness is known. ``python spaces/faithfulness_inspector/app.py``.
+Offline by default with the tiny built-in Qwen3-VL. Its weights are random, so the default
+"scripted" model forces its generations to a transparent rule (zoom where the question
+points, answer with the colour of the last image it saw): real generation, real tool
+loop, real interventions, a policy whose faithfulness is known. ``python
+spaces/faithfulness_inspector/app.py``.
 
 One file of ~480 lines on purpose: a Space runs ``app.py`` as uploaded, and the protocol
 it shows (messages, images, backends, the measurement) is imported from ``hf_faithful``;
@@ -30,12 +30,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from hf_faithful.faithfulness.cli import (
-    SAMPLE_DIR,
-    SAMPLE_QUESTIONS,
-    SAMPLE_TRACES,
-    ZOOMVQA_QUESTIONS,
-)
+from hf_faithful.faithfulness.cli import SAMPLE_DIR, SAMPLE_QUESTIONS, SAMPLE_TRACES
 from hf_faithful.faithfulness.config import FaithfulnessConfig
 from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator
 from hf_faithful.faithfulness.interventions import intervene_text, intervene_visual
@@ -44,17 +39,13 @@ from hf_faithful.mcot.answers import answers_match
 from hf_faithful.mcot.backends import build_backend
 from hf_faithful.mcot.images import fit_image, png_data_uri
 from hf_faithful.mcot.messages import message_text, tool_call_text
-from hf_faithful.mcot.records import load_traces, questions_from_records, read_records
+from hf_faithful.mcot.records import load_traces
 from hf_faithful.mcot.trace import Trace
-from hf_faithful.mcot.zoom import BoxRules
-from hf_faithful.models.reference_vlm import REFERENCE_VLM_BOX_COORDS
 from hf_faithful.testing.tiny_vlm import script_generation
 
-REFERENCE = "reference VLM (trained here to zoom)"
-SCRIPTED = "tiny Qwen3-VL, scripted teaching policy"
+SCRIPTED = "tiny Qwen3-VL, scripted demo policy"
 RAW = "tiny Qwen3-VL, random weights (unscripted)"
-MODELS = (REFERENCE, SCRIPTED, RAW)
-REFERENCE_SIDE = 768  # ZoomVQA's canvas: the reference VLM was trained at this size
+MODELS = (SCRIPTED, RAW)
 VISUAL = ("noise_gaussian", "noise_uniform", "blank", "other_region")
 MAX_SIDE = 448
 DISPLAY_SIDE = 448  # uploads are downscaled: the tiny model's cost grows with the pixels
@@ -178,24 +169,15 @@ def get_backend(name: str):
     if name not in MODELS:
         raise gr.Error(f"model must be one of {MODELS}, got {name!r}")
     if name not in _backends:
-        if name == REFERENCE:
-            _backends[name] = build_backend("reference", batch_size=8)
-        elif name == SCRIPTED:
+        if name == SCRIPTED:
             _backends[name] = ScriptedTinyVLM()
         else:
             _backends[name] = build_backend("tiny", batch_size=4)
     return _backends[name]
 
 
-def _config(model: str = SCRIPTED) -> FaithfulnessConfig:
-    coords = REFERENCE_VLM_BOX_COORDS if model == REFERENCE else "absolute"
-    return FaithfulnessConfig(
-        visual_interventions=VISUAL,
-        n_resamples=200,
-        seed=SEED,
-        box_rules=BoxRules(coords=coords),
-        max_turn_tokens=128,
-    )
+def _config() -> FaithfulnessConfig:
+    return FaithfulnessConfig(visual_interventions=VISUAL, n_resamples=200, seed=SEED)
 
 
 # ------------------------------------------------------------------------ views
@@ -283,22 +265,12 @@ def generate_trace(image: Image.Image | None, question: str, reference: str, mod
         raise gr.Error("Upload an image (or pick an example).")
     if not question or not question.strip():
         raise gr.Error("Write a question about the image.")
-    side = REFERENCE_SIDE if model == REFERENCE else MAX_SIDE
-    sample = {"id": "upload", "image": fit_image(image, side), "question": question.strip()}
+    sample = {"id": "upload", "image": fit_image(image, MAX_SIDE), "question": question.strip()}
     if reference and reference.strip():
         sample["reference"] = reference.strip()
     with _lock:
-        evaluator = FaithfulnessEvaluator(get_backend(model), config=_config(model))
+        evaluator = FaithfulnessEvaluator(get_backend(model), config=_config())
         return evaluator.generate_traces([sample])[0]
-
-
-def reference_traces(n: int = 6) -> list[Trace]:
-    """The reference VLM's own traces on the first ``n`` bundled ZoomVQA test questions."""
-    records = read_records(ZOOMVQA_QUESTIONS)[:n]
-    samples = questions_from_records(records, ZOOMVQA_QUESTIONS.parent)
-    with _lock:
-        evaluator = FaithfulnessEvaluator(get_backend(REFERENCE), config=_config(REFERENCE))
-        return evaluator.generate_traces(samples)
 
 
 def read_trace_file(path: str | None, image_root: str = "") -> list[Trace]:
@@ -337,7 +309,7 @@ def intervene(trace: Trace | None, model: str):
         )
         return [], [], "", message
     backend = get_backend(model)
-    config = _config(model)
+    config = _config()
     with _lock:
         report = FaithfulnessEvaluator(backend, config=config).evaluate([trace])
         judged = FaithfulnessJudge(backend, match=config.match).score([trace])
@@ -386,13 +358,14 @@ def intervene(trace: Trace | None, model: str):
 
 
 # --------------------------------------------------------------------------- UI
-def _examples(path: Path, limit: int | None = None) -> list[list[Any]]:
+def _examples() -> list[list[Any]]:
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines()[:limit]:
+    for line in SAMPLE_QUESTIONS.read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
-            image = str(path.parent / record["image"])
-            rows.append([image, record["question"], record.get("reference", "")])
+            rows.append(
+                [str(SAMPLE_DIR / record["image"]), record["question"], record.get("reference", "")]
+            )
     return rows
 
 
@@ -403,12 +376,7 @@ def build_demo() -> gr.Blocks:
         return show_trace(generate_trace(image, question, reference, model))
 
     def on_load(path, image_root):
-        return _show_traces(read_trace_file(path, image_root))
-
-    def on_reference():
-        return _show_traces(reference_traces())
-
-    def _show_traces(traces):
+        traces = read_trace_file(path, image_root)
         first = next((i for i, t in enumerate(traces) if t.valid), 0)
         return (
             traces,
@@ -427,15 +395,13 @@ def build_demo() -> gr.Blocks:
             "Does a model that *thinks with images* use what it zooms into and what it "
             "writes? ([arXiv 2510.23482](https://arxiv.org/abs/2510.23482)) Make or load a "
             "chain of thought, then intervene on the crops (do(V)) or the reasoning (do(T)) "
-            "and watch the answer. The default model is the bundled reference VLM, a small "
-            "Qwen3-VL trained here to zoom on ZoomVQA (read the digit on a coloured square): "
-            "its tool use is learned. The scripted tiny model is a teaching option with a "
-            "known, *faithful* rule (zoom where the question points, name the colour of the "
-            "last image), so do(V) flips its answer on the bundled sample traces."
+            "and watch the answer. The default model is the tiny built-in Qwen3-VL forced to "
+            "a visible rule (zoom where the question points, name the colour of the last "
+            "image): a *faithful* policy, so do(V) should flip its answer."
         )
         trace_state = gr.State(None)
         traces_state = gr.State([])
-        model = gr.Radio(list(MODELS), value=REFERENCE, label="model under test (and judge)")
+        model = gr.Radio(list(MODELS), value=SCRIPTED, label="model under test (and judge)")
         with gr.Tabs():
             with gr.Tab("Image and question"):
                 with gr.Row():
@@ -445,15 +411,9 @@ def build_demo() -> gr.Blocks:
                         reference = gr.Textbox(label="reference answer (optional)")
                         generate_button = gr.Button("Think with the image", variant="primary")
                 gr.Examples(
-                    _examples(ZOOMVQA_QUESTIONS, 8),
+                    _examples(),
                     [image, question, reference],
-                    label="ZoomVQA test questions (reference VLM)",
-                    examples_per_page=4,
-                )
-                gr.Examples(
-                    _examples(SAMPLE_QUESTIONS),
-                    [image, question, reference],
-                    label="colour samples (scripted teaching policy)",
+                    label="bundled samples",
                     examples_per_page=4,
                 )
             with gr.Tab("Trace file"):
@@ -467,8 +427,7 @@ def build_demo() -> gr.Blocks:
                         image_root = gr.Textbox(
                             label="image folder for relative paths (default: the file's)"
                         )
-                        reference_button = gr.Button("Reference VLM on ZoomVQA questions")
-                        sample_button = gr.Button("Use the bundled sample traces (scripted)")
+                        sample_button = gr.Button("Use the bundled sample traces")
                         load_button = gr.Button("Load", variant="primary")
                 picker = gr.Dropdown(label="trace", choices=[], interactive=True)
         with gr.Row():
@@ -496,20 +455,14 @@ def build_demo() -> gr.Blocks:
         generate_button.click(
             on_generate, [image, question, reference, model], views, api_name="generate_trace"
         ).success(intervene, [trace_state, model], outcome, api_name=False)
-        # the page opens on the reference VLM's own traces, as its button does
-        for trigger, api_name in (
-            (reference_button.click, "load_reference_traces"),
-            (demo.load, False),
-        ):
-            trigger(on_reference, None, [traces_state, picker, *views], api_name=api_name).success(
-                intervene, [trace_state, model], outcome, api_name=False
-            )
-        sample_button.click(  # the colour samples are the scripted policy's: switch to it
-            lambda: (*on_load(str(SAMPLE_TRACES), ""), SCRIPTED),
-            None,
-            [traces_state, picker, *views, model],
-            api_name="load_samples",
-        ).success(intervene, [trace_state, model], outcome, api_name=False)
+        # the page opens on the bundled samples, as the button does
+        for trigger, api_name in ((sample_button.click, "load_samples"), (demo.load, False)):
+            trigger(
+                lambda: on_load(str(SAMPLE_TRACES), ""),
+                None,
+                [traces_state, picker, *views],
+                api_name=api_name,
+            ).success(intervene, [trace_state, model], outcome, api_name=False)
         load_button.click(
             on_load,
             [trace_file, image_root],

@@ -65,6 +65,7 @@ from hf_faithful.models.reference_vlm import (  # noqa: E402
     DIRECT_SYSTEM_PROMPT,
     build_reference_vlm_processor,
 )
+from hf_faithful.models.vlm_processing import vision_token_ids  # noqa: E402
 
 TOOL = TOOL_NAME
 RULES = BoxRules(coords="normalized_1000")
@@ -308,12 +309,7 @@ def model_config(tokenizer, size: str = "reference") -> Qwen3VLConfig:
     }[size]
     head_dim = dims["hidden"] // dims["heads"]
     third = head_dim // 2 // 4
-    ids = {
-        "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
-        "video_token_id": tokenizer.convert_tokens_to_ids("<|video_pad|>"),
-        "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-    }
+    ids = vision_token_ids(tokenizer)
     text = {
         "vocab_size": len(tokenizer),
         "hidden_size": dims["hidden"],

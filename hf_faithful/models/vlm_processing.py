@@ -20,6 +20,7 @@ __all__ = [
     "ImageOnlyQwen2_5_VLProcessor",
     "ImageOnlyQwen3VLProcessor",
     "load_vlm_processor",
+    "vision_token_ids",
 ]
 
 
@@ -59,3 +60,14 @@ def load_vlm_processor(
             f"could not load an image processor for {os.fspath(name_or_path)} ({model_type})"
         )
     return IMAGE_ONLY_PROCESSORS[model_type].from_pretrained(name_or_path, **kwargs)
+
+
+def vision_token_ids(tokenizer: Any) -> dict[str, int]:
+    """The image / video / vision-start / vision-end token ids a Qwen-VL config needs, read
+    from ``tokenizer`` (for models built from a config with their own tokenizer)."""
+    return {
+        "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        "video_token_id": tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+    }

@@ -31,7 +31,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 from trl.chat_template_utils import qwen2_5_vl_chat_template, qwen3_vl_chat_template
 
-from hf_faithful.models.vlm_processing import IMAGE_ONLY_PROCESSORS
+from hf_faithful.models.vlm_processing import IMAGE_ONLY_PROCESSORS, vision_token_ids
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 
@@ -120,12 +120,7 @@ def build_tiny_processor(family: str = "qwen3_vl", chat_template: str | None = N
 
 
 def _tiny_config(family: str, tokenizer: Qwen2Tokenizer):
-    token_ids = {
-        "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
-        "video_token_id": tokenizer.convert_tokens_to_ids("<|video_pad|>"),
-        "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
-    }
+    token_ids = vision_token_ids(tokenizer)
     text = {
         "vocab_size": len(tokenizer),
         "hidden_size": 32,

@@ -24,7 +24,10 @@ tower frozen at its random init for the first 40% of 1500 steps, then lr 1e-4; d
 in the mix) make it see: global questions 0.77 with tools and without (chance 0.39), but
 zoom-needed questions stay at chance (0.08 with tools, 0.06 without; crop IoU with the
 target 0.14), and 900 more steps with more crop-only questions did not change that (0.07 /
-0.06, IoU 0.12). Reading the digit in a crop and boxing the right cell are the open part.
+0.06, IoU 0.12). Reading the digit in a crop and boxing the right cell are the open part:
+even crop -> digit alone (1000 steps of 32 legible crops, vision lr 1e-3) stays at chance,
+so the from-scratch vision tower (4 blocks, width 96, patch 16) is the first thing to fix
+(a wider tower, larger digits per patch, or pre-training it on crops).
 
 Loss is on the model's own turns only. Everything is seeded; the result, its card and the
 measured figures go to ``hf_faithful/assets/reference-vlm`` (or ``--output``)::

@@ -41,7 +41,6 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
 from common import (  # noqa: E402
     command_line,
     machine_info,
@@ -54,27 +53,17 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from hf_faithful.data.zoom_vqa import CANVAS, CHANCE, build_zoom_vqa  # noqa: E402
 from hf_faithful.mcot.answers import answers_match  # noqa: E402
-from hf_faithful.mcot.messages import final_answer  # noqa: E402
-from hf_faithful.mcot.zoom import BoxRules, normalize_box  # noqa: E402
+from hf_faithful.mcot.zoom import Box, BoxRules, normalize_box  # noqa: E402
 from hf_faithful.models.reference_vlm import REFERENCE_VLM_DIR, load_reference_vlm  # noqa: E402
 from hf_faithful.sccm.config import SCCMConfig  # noqa: E402
 from hf_faithful.sccm.environment import ZoomInEnvironment  # noqa: E402
+from hf_faithful.sccm.rewards import answer_accuracy, answer_format, union_area  # noqa: E402
 from hf_faithful.sccm.trainer import SCCMRewardTrainer  # noqa: E402
 
 RESULTS_JSON = Path(__file__).with_name("results") / "sccm_experiment.json"
 HEADING = "## SCCM experiment (GRPO vs SCCM on the reference VLM)"
 RULES = BoxRules(coords="normalized_1000")
 TYPES = ("zoom_needed", "global")
-
-
-def accuracy(completions, answer, **kwargs):
-    """DeepEyes' accuracy reward: the final answer matches the reference."""
-    return [float(answers_match(final_answer(c), ref)) for c, ref in zip(completions, answer)]
-
-
-def answer_format(completions, **kwargs):
-    """DeepEyes' format reward: the last turn holds an <answer> block."""
-    return [float("<answer>" in (c[-1].get("content") or "")) for c in completions]
 
 
 def train_arm(arm: str, seed: int, dataset, args: argparse.Namespace, workdir: str):
@@ -103,7 +92,7 @@ def train_arm(arm: str, seed: int, dataset, args: argparse.Namespace, workdir: s
     if arm == "grpo":
         trainer = GRPOTrainer(
             model,
-            reward_funcs=[accuracy, answer_format],
+            reward_funcs=[answer_accuracy, answer_format],
             args=GRPOConfig(**common, reward_weights=[0.8, 0.2]),
             train_dataset=dataset,
             processing_class=processor,
@@ -112,7 +101,7 @@ def train_arm(arm: str, seed: int, dataset, args: argparse.Namespace, workdir: s
     else:
         trainer = SCCMRewardTrainer(
             model,
-            reward_funcs=[accuracy, answer_format],
+            reward_funcs=[answer_accuracy, answer_format],
             args=SCCMConfig(
                 **common,
                 reward_weights=[0.8, 0.2],
@@ -131,25 +120,15 @@ def _crop_geometry(trace, target_box: list[int]) -> tuple[float | None, float | 
     """(union area of the crops / image area, best IoU of a crop with the target box)."""
     boxes = [
         normalize_box(s.bbox, (CANVAS, CANVAS), RULES)
-        for s in trace.steps
-        if s.kind == "tool" and s.crop is not None
+        for s in trace.zoom_steps
+        if s.crop is not None
     ]
     if not boxes:
         return None, None
-    covered = torch.zeros(CANVAS, CANVAS, dtype=torch.bool)
-    for b in boxes:
-        covered[int(b.y1) : int(b.y2 + 0.999), int(b.x1) : int(b.x2 + 0.999)] = True
-    area = covered.float().mean().item()
+    area = union_area(boxes) / (CANVAS * CANVAS)
     if not target_box:
         return area, None
-    tx1, ty1, tx2, ty2 = target_box
-    best = 0.0
-    for b in boxes:
-        inter = max(0.0, min(b.x2, tx2) - max(b.x1, tx1)) * max(
-            0.0, min(b.y2, ty2) - max(b.y1, ty1)
-        )
-        best = max(best, inter / (b.area + (tx2 - tx1) * (ty2 - ty1) - inter))
-    return area, best
+    return area, max(b.iou(Box(*target_box)) for b in boxes)
 
 
 def _interval(effect) -> list[float] | None:

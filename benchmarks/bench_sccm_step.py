@@ -32,11 +32,10 @@ from PIL import Image  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from hf_faithful.mcot.answers import answers_match  # noqa: E402
-from hf_faithful.mcot.messages import final_answer  # noqa: E402
 from hf_faithful.sccm.config import SCCMConfig  # noqa: E402
 from hf_faithful.sccm.data import load_deepeyes  # noqa: E402
 from hf_faithful.sccm.environment import ZoomInEnvironment  # noqa: E402
+from hf_faithful.sccm.rewards import answer_accuracy  # noqa: E402
 from hf_faithful.sccm.trainer import SCCMRewardTrainer  # noqa: E402
 from hf_faithful.testing.tiny_vlm import load_tiny_vlm, save_tiny_vlm, script_generation  # noqa: E402
 
@@ -67,10 +66,6 @@ class TimedReward:
         out = self.func(**kwargs)
         self.sink.append(time.perf_counter() - start)
         return out
-
-
-def accuracy(completions, answer, **kwargs):
-    return [float(answers_match(final_answer(c), ref)) for c, ref in zip(completions, answer)]
 
 
 def script(prompt: str, row: int) -> str:
@@ -120,7 +115,7 @@ def run(
         config = SCCMConfig(**common)  # only for box_rules(); the trainer gets a GRPOConfig
         trainer = GRPOTrainer(
             model,
-            reward_funcs=[accuracy],
+            reward_funcs=[answer_accuracy],
             args=GRPOConfig(**common),
             train_dataset=data,
             processing_class=processor,
@@ -132,7 +127,7 @@ def run(
     else:
         trainer = SCCMRewardTrainer(
             model,
-            reward_funcs=[accuracy],
+            reward_funcs=[answer_accuracy],
             args=SCCMConfig(**common, sufficiency_batch_size=batch),
             train_dataset=data,
             processing_class=processor,

@@ -42,9 +42,8 @@ from PIL import Image  # noqa: E402
 from transformers import AutoProcessor, HfArgumentParser  # noqa: E402
 
 from hf_faithful import SCCMConfig, SCCMRewardTrainer  # noqa: E402
-from hf_faithful.mcot.answers import answers_match  # noqa: E402
-from hf_faithful.mcot.messages import final_answer  # noqa: E402
 from hf_faithful.sccm.data import load_deepeyes  # noqa: E402
+from hf_faithful.sccm.rewards import answer_accuracy, answer_format  # noqa: E402
 
 COLORS = {
     "red": (220, 30, 30),
@@ -65,19 +64,6 @@ class ScriptArguments:
     lora_r: int = field(
         default=0, metadata={"help": "Train a LoRA adapter of this rank (0: full fine-tuning)."}
     )
-
-
-def accuracy(completions, answer, **kwargs):
-    """DeepEyes' accuracy reward: the final answer matches the reference (None without one)."""
-    return [
-        None if ref is None else float(answers_match(final_answer(c), ref))
-        for c, ref in zip(completions, answer)
-    ]
-
-
-def answer_format(completions, **kwargs):
-    """DeepEyes' format reward: the last turn ends with an <answer> block."""
-    return [float("<answer>" in (c[-1].get("content") or "")) for c in completions]
 
 
 def demo_dataset(n: int = 8, seed: int = 0) -> Dataset:
@@ -161,7 +147,7 @@ def main(argv: list[str] | None = None) -> SCCMRewardTrainer:
         )
     trainer = SCCMRewardTrainer(
         model,
-        reward_funcs=[accuracy, answer_format],
+        reward_funcs=[answer_accuracy, answer_format],
         args=args,
         train_dataset=train_dataset,
         processing_class=processor,

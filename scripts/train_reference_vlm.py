@@ -18,14 +18,15 @@ whole image. The traces are rendered every way the project later shows them to t
 
 Status (measured 2026-11-29 on the first 300 ZoomVQA test questions, 2 CPU cores): not yet a
 model that zooms. Trained from step 0 with the vision tower unfrozen (lr 2e-3, 1800 steps,
-46 min) the vision features collapse to image-independent vectors: its answers are identical
-for every image (global 0.39 vs chance 0.39; zoom-needed 0.13). The defaults below (vision
+45 min) the vision features collapse to image-independent vectors: its answers are identical
+for every image (global 0.39 with tools, 0.50 without, chance 0.39; zoom-needed 0.13). The defaults below (vision
 tower frozen at its random init for the first 40% of 1500 steps, then lr 1e-4; descriptions
 in the mix) make it see: global questions 0.77 with tools and without (chance 0.39), but
 zoom-needed questions stay at chance (0.08 with tools, 0.06 without; crop IoU with the
-target 0.14), and 900 more steps with more crop-only questions did not change that (0.07 /
-0.06, IoU 0.12). Reading the digit in a crop and boxing the right cell are the open part:
-even crop -> digit alone (1000 steps of 32 legible crops, vision lr 1e-3) stays at chance,
+target 0.14; 27 min), and 900 more steps with more crop-only questions did not change that
+(0.07 / 0.06, IoU 0.12; 17 min). Reading the digit in a crop and boxing the right cell are the open part:
+even crop -> digit alone (1000 steps of 32 legible crops, vision lr 1e-3; 200 steps with
+the tower frozen) stays at chance,
 so the from-scratch vision tower (4 blocks, width 96, patch 16) is the first thing to fix
 (a wider tower, larger digits per patch, or pre-training it on crops).
 
@@ -63,14 +64,17 @@ from hf_faithful.data.zoom_vqa import (  # noqa: E402
 )
 from hf_faithful.mcot.messages import TOOL_NAME, sufficiency_query, tool_response_content  # noqa: E402
 from hf_faithful.mcot.messages import tool_call_text as compact_tool_call  # noqa: E402
-from hf_faithful.mcot.zoom import BoxRules, zoom_in  # noqa: E402
+from hf_faithful.mcot.zoom import Box, BoxRules, normalize_box, zoom_in  # noqa: E402
 from hf_faithful.models.reference_vlm import (  # noqa: E402
     DIRECT_SYSTEM_PROMPT,
     build_reference_vlm_processor,
 )
-from hf_faithful.models.vlm_processing import vision_token_ids  # noqa: E402
+from hf_faithful.models.vlm_processing import (  # noqa: E402
+    TAG_TOKENS,
+    byte_level_qwen_tokenizer,
+    vision_token_ids,
+)
 
-TOOL = TOOL_NAME
 RULES = BoxRules(coords="normalized_1000")
 
 
@@ -103,7 +107,7 @@ def _text(t: str) -> list[dict]:
 def tool_call_text(box: list[int]) -> str:
     """The tool call exactly as the Qwen3-VL template renders TRL's ``tool_calls`` (what the
     model writes; ``Trace.to_messages`` re-renders it compactly, without the newlines)."""
-    call = {"name": TOOL, "arguments": {"bbox_2d": box}}
+    call = {"name": TOOL_NAME, "arguments": {"bbox_2d": box}}
     return f"<tool_call>\n{json.dumps(call)}\n</tool_call>"
 
 
@@ -177,7 +181,7 @@ def conversation(
         "The digit is too small to read, so I zoom in."
     )
     if style == "trl":
-        call = {"type": "function", "function": {"name": TOOL, "arguments": {"bbox_2d": box}}}
+        call = {"type": "function", "function": {"name": TOOL_NAME, "arguments": {"bbox_2d": box}}}
         messages.append(
             {
                 "role": "assistant",
@@ -186,7 +190,7 @@ def conversation(
             }
         )
         messages.append(
-            {"role": "tool", "name": TOOL, "content": [{"type": "image", "image": crop}]}
+            {"role": "tool", "name": TOOL_NAME, "content": [{"type": "image", "image": crop}]}
         )
         first_loss = True
     else:
@@ -257,37 +261,10 @@ def assistant_mask(ids: list[int], tok, loss_turns: list[bool]) -> list[int]:
     return mask
 
 
-SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|image_pad|>", "<|video_pad|>",
-)  # fmt: skip
-# Plain added tokens, as in Qwen checkpoints: they survive skip_special_tokens=True.
-TAG_TOKENS = (
-    "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
-    "<think>", "</think>", "<answer>", "</answer>",
-)  # fmt: skip
-
-
-def byte_tokenizer():
-    """Byte-level Qwen2 tokenizer (256 byte symbols, no merges) with Qwen's special tokens."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import Qwen2Tokenizer
-
-    vocab = {symbol: i for i, symbol in enumerate(sorted(ByteLevel.alphabet()))}
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab, merges=[], unk_token="<|endoftext|>", eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-    )  # fmt: skip
-    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
-    tokenizer.add_tokens(list(TAG_TOKENS))
-    tokenizer.padding_side = "left"
-    return tokenizer
-
-
 def train_tokenizer(texts: list[str], vocab_size: int):
     """A BPE with Qwen's pre-tokenizer trained on ``texts``: about 3x shorter sequences than
     raw bytes, which is most of the cost of training on CPU."""
-    tokenizer = byte_tokenizer().train_new_from_iterator(texts, vocab_size=vocab_size)
+    tokenizer = byte_level_qwen_tokenizer().train_new_from_iterator(texts, vocab_size=vocab_size)
     tokenizer.add_tokens([t for t in TAG_TOKENS if t not in tokenizer.get_vocab()])
     tokenizer.padding_side = "left"
     return tokenizer
@@ -295,7 +272,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 def training_corpus(n: int, seed: int) -> list[str]:
     """Rendered conversations to train the BPE tokenizer on."""
-    processor = build_reference_vlm_processor(byte_tokenizer())
+    processor = build_reference_vlm_processor(byte_level_qwen_tokenizer())
     rng = random.Random(seed + 17)
     prompts, suff = _system_prompts(), _sufficiency_prompts()
     texts = []
@@ -347,12 +324,13 @@ def model_config(tokenizer, size: str = "reference") -> Qwen3VLConfig:
     return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
 
 
-def batch_inputs(processor, conversations):
-    texts, images, flags = [], [], []
-    for messages, tools, loss_turns in conversations:
-        texts.append(render(processor, messages, tools))
-        images.extend(_images(messages))
-        flags.append(loss_turns)
+def batch_inputs(processor, conversations, texts: list[str] | None = None):
+    """Processor inputs of ``conversations`` (their ``texts`` when already rendered) with
+    labels on the trained assistant turns only."""
+    if texts is None:
+        texts = [render(processor, messages, tools) for messages, tools, _ in conversations]
+    images = [image for messages, _, _ in conversations for image in _images(messages)]
+    flags = [loss_turns for _, _, loss_turns in conversations]
     tok = processor.tokenizer
     inputs = processor(text=texts, images=images or None, padding=True, return_tensors="pt")
     labels = inputs["input_ids"].clone()
@@ -366,10 +344,13 @@ def batch_inputs(processor, conversations):
 def train_step(model, processor, batch, micro_batches: int) -> float:
     """Forward + backward of ``batch`` in length-sorted micro-batches (less padding: the
     tools block makes some conversations twice as long), the loss weighted by label tokens."""
-    order = sorted(range(len(batch)), key=lambda i: len(render(processor, *batch[i][:2])))
+    texts = [render(processor, messages, tools) for messages, tools, _ in batch]
+    order = sorted(range(len(batch)), key=lambda i: len(texts[i]))
     chunks = [order[k * len(order) // micro_batches : (k + 1) * len(order) // micro_batches]
               for k in range(micro_batches)]  # fmt: skip
-    prepared = [batch_inputs(processor, [batch[i] for i in c]) for c in chunks if c]
+    prepared = [
+        batch_inputs(processor, [batch[i] for i in c], [texts[i] for i in c]) for c in chunks if c
+    ]
     total = sum(int((p["labels"] != -100).sum()) for p in prepared)
     value = 0.0
     for inputs in prepared:
@@ -444,20 +425,16 @@ def measure(model, processor, n: int, seed: int, batch_size: int = 16) -> dict:
 
 
 def _iou(trace, sample) -> float:
-    from hf_faithful.mcot.zoom import normalize_box
-
-    best = 0.0
-    tx1, ty1, tx2, ty2 = sample.target_box
-    for step in trace.steps:
-        if step.kind != "zoom" or step.crop is None:
-            continue
-        b = normalize_box(step.bbox, (CANVAS, CANVAS), RULES)
-        ix = max(0.0, min(b.x2, tx2) - max(b.x1, tx1))
-        iy = max(0.0, min(b.y2, ty2) - max(b.y1, ty1))
-        inter = ix * iy
-        union = b.area + (tx2 - tx1) * (ty2 - ty1) - inter
-        best = max(best, inter / union)
-    return best
+    """Best IoU of the trace's crops with the target box."""
+    target = Box(*sample.target_box)
+    return max(
+        (
+            normalize_box(step.bbox, (CANVAS, CANVAS), RULES).iou(target)
+            for step in trace.zoom_steps
+            if step.crop is not None
+        ),
+        default=0.0,
+    )
 
 
 def _describe(config) -> str:

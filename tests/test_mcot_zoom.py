@@ -94,3 +94,11 @@ def test_zoom_in_with_fractional_normalized_box_covers_the_whole_region(gradient
     crop = zoom_in(gradient, [333, 0, 666, 500], BoxRules(coords="normalized_1000"))
     assert crop.size == (267 - 133, 100)
     np.testing.assert_array_equal(np.asarray(crop), np.asarray(gradient)[0:100, 133:267])
+
+
+def test_box_iou_hand_computed():
+    a, b = Box(0, 0, 10, 10), Box(5, 0, 15, 10)
+    assert a.iou(b) == pytest.approx(50 / 150)
+    assert a.iou(a) == 1.0
+    assert a.iou(Box(20, 20, 30, 30)) == 0.0  # disjoint
+    assert Box(0, 0, 0, 5).iou(Box(0, 0, 0, 5)) == 0.0  # empty boxes

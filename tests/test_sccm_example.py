@@ -31,7 +31,7 @@ def test_demo_runs_offline_and_logs_sccm_rewards():
         )
         assert entry["rewards/answer_format/mean"] == 1.0
     assert trainer.reward_func_names == [
-        "accuracy",
+        "answer_accuracy",
         "answer_format",
         "sccm_sufficiency",
         "sccm_minimality",

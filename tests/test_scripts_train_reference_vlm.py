@@ -22,7 +22,7 @@ def test_conversations_train_only_the_models_turns():
     from hf_faithful.data.zoom_vqa import sample_stream
 
     script = _script()
-    processor = script.build_reference_vlm_processor(script.byte_tokenizer())
+    processor = script.build_reference_vlm_processor(script.byte_level_qwen_tokenizer())
     rng, prompts, suff = random.Random(0), script._system_prompts(), script._sufficiency_prompts()
     seen = set()
     for sample in [s for _, s in zip(range(40), sample_stream("train", 0))]:

@@ -84,6 +84,15 @@ class Box:
     def area(self) -> float:
         return max(self.width, 0.0) * max(self.height, 0.0)
 
+    def iou(self, other: Box) -> float:
+        """Intersection over union with ``other`` (0 when either is empty)."""
+        inter = Box(
+            max(self.x1, other.x1), max(self.y1, other.y1),
+            min(self.x2, other.x2), min(self.y2, other.y2),
+        ).area  # fmt: skip
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
     def to_list(self) -> list[float]:
         return [self.x1, self.y1, self.x2, self.y2]
 

@@ -17,8 +17,11 @@ from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
 __all__ = [
     "IMAGE_ONLY_PROCESSORS",
+    "SPECIAL_TOKENS",
+    "TAG_TOKENS",
     "ImageOnlyQwen2_5_VLProcessor",
     "ImageOnlyQwen3VLProcessor",
+    "byte_level_qwen_tokenizer",
     "load_vlm_processor",
     "vision_token_ids",
 ]
@@ -71,3 +74,47 @@ def vision_token_ids(tokenizer: Any) -> dict[str, int]:
         "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
         "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
     }
+
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+# Plain (non-special) added tokens, as in Qwen checkpoints: they survive
+# ``skip_special_tokens=True`` so tool calls and answers stay parseable after decoding.
+TAG_TOKENS = (
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+)
+
+
+def byte_level_qwen_tokenizer() -> Any:
+    """Byte-level Qwen2 tokenizer: the 256 byte symbols (no merges) plus Qwen's special tokens
+    and tags, for Qwen-VL models built from a config (tiny test models, the reference VLM,
+    whose BPE is trained from this one with ``train_new_from_iterator``)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    vocab = {symbol: i for i, symbol in enumerate(sorted(ByteLevel.alphabet()))}
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=[],
+        unk_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
+    tokenizer.add_tokens(list(TAG_TOKENS))
+    tokenizer.padding_side = "left"
+    return tokenizer

@@ -13,6 +13,9 @@ so they also work on a plain ``GRPOTrainer`` with ``environment_factory=ZoomInEn
   granted only to sufficient rollouts by default. It reads the sufficiency verdicts stored on
   the environments, so it must come after ``SufficiencyReward`` in ``reward_funcs``.
 
+``answer_accuracy`` and ``answer_format`` are DeepEyes' task rewards (weights 0.8 / 0.2 in
+its code), which SCCM adds to.
+
 Rollouts without a valid crop get ``no_crop_reward`` for both (0.0 by default, ``None`` to
 leave them out). The exact formulas of the paper were not published; this is the project's
 design (see docs/METHODS.md).
@@ -23,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hf_faithful.mcot.answers import AnswerMatcher
+from hf_faithful.mcot.answers import AnswerMatcher, answers_match
 from hf_faithful.mcot.messages import (
     answer_from_reply,
     final_answer,
@@ -36,6 +39,8 @@ from hf_faithful.sccm.environment import ZoomInEnvironment
 __all__ = [
     "MinimalityReward",
     "SufficiencyReward",
+    "answer_accuracy",
+    "answer_format",
     "count_malformed_tool_calls",
     "minimality_reward",
     "minimality_score",
@@ -44,6 +49,20 @@ __all__ = [
 
 # A batch of sufficiency queries (chat conversations) -> one reply per query.
 AnswerFn = Callable[[list[list[dict[str, Any]]]], list[str]]
+
+
+def answer_accuracy(completions: list, answer: list, **kwargs: Any) -> list[float | None]:
+    """DeepEyes' accuracy reward: 1.0 when the rollout's final answer matches the reference,
+    else 0.0; None (left out) for rows without a reference."""
+    return [
+        None if ref is None else float(answers_match(final_answer(c), ref))
+        for c, ref in zip(completions, answer)
+    ]
+
+
+def answer_format(completions: list, **kwargs: Any) -> list[float]:
+    """DeepEyes' format reward: 1.0 when the last turn holds an ``<answer>`` block."""
+    return [float("<answer>" in message_text(c[-1])) for c in completions]
 
 
 def union_area(boxes: Sequence[Box]) -> float:

@@ -31,31 +31,13 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 from trl.chat_template_utils import qwen2_5_vl_chat_template, qwen3_vl_chat_template
 
-from hf_faithful.models.vlm_processing import IMAGE_ONLY_PROCESSORS, vision_token_ids
+from hf_faithful.models.vlm_processing import (
+    IMAGE_ONLY_PROCESSORS,
+    byte_level_qwen_tokenizer,
+    vision_token_ids,
+)
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")
-
-SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-# Plain (non-special) added tokens, as in Qwen checkpoints: they survive
-# ``skip_special_tokens=True`` so tool calls and answers stay parseable after decoding.
-TAG_TOKENS = (
-    "<tool_call>",
-    "</tool_call>",
-    "<tool_response>",
-    "</tool_response>",
-    "<think>",
-    "</think>",
-    "<answer>",
-    "</answer>",
-)
 
 # Both families use TRL's Qwen3-VL template by default: it renders tool calls (the
 # Qwen2.5-VL one cannot) and TRL recognizes it for response parsing.
@@ -77,20 +59,7 @@ def _check_family(family: str) -> None:
 
 def build_tiny_tokenizer() -> Qwen2Tokenizer:
     """Byte-level Qwen2 tokenizer: the 256 byte symbols (no merges) plus Qwen's tokens."""
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    vocab = {symbol: i for i, symbol in enumerate(sorted(ByteLevel.alphabet()))}
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab,
-        merges=[],
-        unk_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
-    tokenizer.add_tokens(list(TAG_TOKENS))
-    tokenizer.padding_side = "left"
-    return tokenizer
+    return byte_level_qwen_tokenizer()
 
 
 def build_tiny_processor(family: str = "qwen3_vl", chat_template: str | None = None):

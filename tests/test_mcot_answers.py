@@ -15,7 +15,6 @@ from hf_faithful.mcot.answers import (
     ("text", "answer"),
     [
         ("<think>x</think><answer> Red </answer>", "Red"),
-        ("<answer>a</answer> then <answer>b</answer>", "b"),
         ("<answer>blue", "blue"),
         ("so \\boxed{42}.", "42"),
         ("no tags", None),
@@ -24,6 +23,21 @@ from hf_faithful.mcot.answers import (
 )
 def test_extract_answer(text, answer):
     assert extract_answer(text) == answer
+
+
+def test_first_of_several_answer_tags_wins_with_a_warning():
+    # DeepEyes' rollouts stop at the first </answer>; what follows was never its answer
+    with pytest.warns(UserWarning, match="2 <answer> tags; the first"):
+        assert extract_answer("<answer>a</answer> then <answer>b</answer>") == "a"
+    assert extract_answer("<answer>blue <answer>red") == "blue"  # unclosed: the first too
+
+
+def test_empty_answers_match_nothing():
+    assert not answers_match("", "")
+    assert not answers_match("", "A")  # "A" is not an article to drop when it is all there is
+    assert not answers_match(".", "?")
+    assert answers_match("A", "a") and not answers_match("The", "A")
+    assert normalize_answer("A") == "a" and normalize_answer("a dog") == "dog"
 
 
 def test_normalized_exact_match():
@@ -44,6 +58,20 @@ def test_normalized_exact_match():
         ("The answer is A.", "A"),
         ("option (b)", "B"),
         ("red", None),
+        ("A", "A"),
+        ("(A)", "A"),
+        ("A.", "A"),
+        ("a", "A"),
+        ("Option A", "A"),
+        ("Option A is correct.", "A"),
+        ("answer: A", "A"),
+        ("The answer is B because the sign is red.", "B"),
+        ("The answer is (a) dog.", "A"),
+        # the article "a" is not option A
+        ("The answer is a dog.", None),
+        ("Answer: A dog on a mat", None),
+        ("The answer is an apple.", None),
+        ("The options are unclear.", None),
     ],
 )
 def test_extract_choice(text, letter):
@@ -54,6 +82,8 @@ def test_choice_match_and_fallback():
     assert answers_match("(B) red", "B", "choice")
     assert not answers_match("(A) red", "B", "choice")
     assert answers_match("red", "Red.", "choice")  # no letter on either side: exact match
+    assert not answers_match("The answer is a dog.", "A", "choice")
+    assert answers_match("a dog.", "A dog", "choice")  # no option on either side
 
 
 def test_callable_and_bad_mode():

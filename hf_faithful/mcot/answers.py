@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import string
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -31,29 +32,45 @@ MatchMode = Literal["exact", "choice"]
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
-_ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
+_ARTICLES = frozenset({"a", "an", "the"})
 _PUNCT = str.maketrans("", "", string.punctuation)
 _NUMBER_RE = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
-# "(B)", "B.", "B)", "B:", "option B", "answer is B", or a lone letter.
+# A letter is read as an option only where it stands as one, never as the article "a":
+# alone ("B", "(B)", "B."), leading option text ("(B) red", "B. red", "B) red", "B: red"),
+# right after "option" / "choice" ("option B is right"), or after "answer is" / "answer:"
+# when bracketed or ending the phrase ("answer: B.", "answer is (b)", "answer is B because").
 _CHOICE_PATTERNS = (
-    re.compile(r"^\s*\(?([A-Z])\)?\s*$", re.I),
+    re.compile(r"^\s*\(?([A-Z])\)?\s*[.!]?\s*$", re.I),
     re.compile(r"^\s*\(([A-Z])\)", re.I),
     re.compile(r"^\s*([A-Z])\s*[.):]", re.I),
-    re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\)?(?![A-Za-z])", re.I),
+    re.compile(r"\b(?:option|choice)\b\s*\(?([A-Z])\)?(?![A-Za-z])", re.I),
+    re.compile(
+        r"\b(?:answer|option|choice)\b(?:\s+is|\s*[:=])\s*"
+        r"(?:\(([A-Z])\)|([A-Z])(?=\s*(?:$|[.,;:!?)\]])|\s+(?:because|since|as)\b|\s+[-\u2013\u2014]\s))",
+        re.I,
+    ),
 )
 
 
 def extract_answer(text: str | None) -> str | None:
-    """The final answer in a reply: the last ``<answer>...</answer>``, else the text after an
-    unclosed ``<answer>``, else the last ``\\boxed{...}``; ``None`` when there is none."""
+    """The final answer in a reply: the first ``<answer>...</answer>`` (DeepEyes' rollouts
+    stop at the first ``</answer>``; a warning says when there are several), else the text
+    after an unclosed ``<answer>``, else the last ``\\boxed{...}``; ``None`` when there is none."""
     if text is None:
         return None
     found = _ANSWER_RE.findall(text)
     if found:
-        return found[-1].strip()
+        if len(found) > 1:
+            warnings.warn(
+                f"reply has {len(found)} <answer> tags; the first is the answer (as in DeepEyes)",
+                stacklevel=2,
+            )
+        return found[0].strip()
     lowered = text.lower()
     if "<answer>" in lowered:
-        return text[lowered.rindex("<answer>") + len("<answer>") :].strip()
+        start = lowered.index("<answer>") + len("<answer>")
+        end = lowered.find("<answer>", start)
+        return text[start : end if end >= 0 else None].strip()
     boxed = _BOXED_RE.findall(text)
     if boxed:
         return boxed[-1].strip()
@@ -61,27 +78,32 @@ def extract_answer(text: str | None) -> str | None:
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD-style normalization: lower case, no punctuation, no articles, single spaces."""
+    """SQuAD-style normalization: lower case, no punctuation, no articles, single spaces.
+
+    An answer made only of articles keeps them ("A" stays "a"): it is an answer (often an
+    option letter), and dropping it would make it equal to an empty one."""
     text = text.lower().strip()
     if _NUMBER_RE.match(text.replace(",", "")):
         value = float(text.replace(",", ""))
         return str(int(value)) if value.is_integer() else repr(value)
-    text = text.translate(_PUNCT)
-    text = _ARTICLES_RE.sub(" ", text)
-    return " ".join(text.split())
+    words = text.translate(_PUNCT).split()
+    return " ".join([w for w in words if w not in _ARTICLES] or words)
 
 
 def exact_match(prediction: str, reference: str) -> bool:
-    """Normalized exact match (see :func:`normalize_answer`)."""
-    return normalize_answer(prediction) == normalize_answer(reference)
+    """Normalized exact match (see :func:`normalize_answer`); an answer that normalizes to
+    nothing ("", ".") matches nothing, not even another empty one."""
+    normalized = normalize_answer(prediction)
+    return bool(normalized) and normalized == normalize_answer(reference)
 
 
 def extract_choice(text: str) -> str | None:
-    """The multiple-choice letter in ``text`` ("B", "(B) red", "The answer is B."), or None."""
+    """The multiple-choice letter in ``text`` ("B", "(B) red", "The answer is B."), or None;
+    a letter that reads as a word ("The answer is a dog.") is not an option."""
     for pattern in _CHOICE_PATTERNS:
         found = pattern.search(text.strip())
         if found:
-            return found.group(1).upper()
+            return next(g for g in found.groups() if g).upper()
     return None
 
 

@@ -44,3 +44,23 @@ def test_data_uri_round_trip_and_fit():
     assert fit_image(image, 100) is image  # never upscaled, RGB kept as is
     with pytest.raises(ValueError, match="max_side"):
         fit_image(image, 0)
+
+
+def test_max_image_pixels_refuses_large_images_as_value_error(tmp_path, monkeypatch):
+    Image.new("RGB", (100, 50)).save(tmp_path / "big.png")  # 5,000 pixels
+    with pytest.raises(
+        ValueError, match=r"100x50 = 5,000 pixels, more than max_image_pixels=4,999"
+    ):
+        load_image("big.png", tmp_path, max_image_pixels=4_999)
+    assert load_image("big.png", tmp_path, max_image_pixels=5_000).size == (100, 50)
+    with pytest.raises(ValueError, match="max_image_pixels must be >= 1"):
+        load_image("big.png", tmp_path, max_image_pixels=0)
+    # PIL's own guard raises DecompressionBombError (not a ValueError, so readers that keep
+    # bad records aborted the whole file); it becomes a ValueError naming the limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    with pytest.raises(ValueError, match="more than max_image_pixels=1,000 pixels"):
+        load_image(str(tmp_path / "big.png"), max_image_pixels=1_000)
+    # a larger limit of the caller rules over PIL's global one, which is left as it was
+    assert load_image("big.png", tmp_path, max_image_pixels=None).size == (100, 50)
+    assert load_image("big.png", tmp_path).size == (100, 50)  # default: PIL's default limit
+    assert Image.MAX_IMAGE_PIXELS == 1_000

@@ -62,6 +62,19 @@ def test_answer_from_reply():
     assert answer_from_reply("The answer is \\boxed{7}.") == "7"
 
 
+def test_answer_from_reply_takes_the_first_answer():
+    # a prefilled continuation that goes on after its </answer>: the first answer counts
+    with pytest.warns(UserWarning, match="2 <answer> tags"):
+        assert answer_from_reply("B</answer> or <answer>C</answer>", prefilled=True) == "B"
+    with pytest.warns(UserWarning, match="2 <answer> tags"):
+        assert answer_from_reply("<answer>B</answer><answer>C</answer>") == "B"
+    with pytest.warns(UserWarning, match="2 <answer> tags"):
+        assert (
+            final_answer([{"role": "assistant", "content": "<answer>1</answer><answer>2</answer>"}])
+            == "1"
+        )
+
+
 def test_content_text_and_final_answer():
     parts = [{"type": "image", "image": None}, {"type": "text", "text": "a"}, "b"]
     assert content_text(parts) == "ab" and content_text("s") == "s" and content_text(None) == ""

@@ -138,3 +138,38 @@ def test_trace_records_are_told_from_question_records():
     assert is_trace_record({"question": "q", "image": "i.png", "response": "<answer>a</answer>"})
     assert is_trace_record({"steps": []}) and is_trace_record([1, 2])
     assert not is_trace_record({"question": "q", "image": "i.png", "answer": "a"})
+
+
+def test_first_of_several_answers_is_the_trace_answer(image):
+    # DeepEyes' rollouts stop at the first </answer>: the first answer is the model's
+    text = "<think>t</think><answer>red</answer><think>or</think><answer>blue</answer>"
+    with pytest.warns(UserWarning, match="x.jsonl:3: 2 <answer> tags; the first"):
+        trace = parse_deepeyes(text, image, "q", source="x.jsonl:3")
+    assert trace.answer == "red" and trace.valid, trace.errors
+    messages = [
+        {"role": "user", "content": [{"type": "image", "image": image}, "Color?"]},
+        {"role": "assistant", "content": "<answer>green</answer>"},
+        {"role": "assistant", "content": "<answer>grey</answer>"},
+    ]
+    with pytest.warns(UserWarning, match="2 <answer> tags"):
+        assert parse_messages(messages).answer == "green"
+
+
+def test_too_large_image_is_an_error_of_the_record(image, tmp_path):
+    image.save(tmp_path / "i.png")  # 320 x 240 = 76,800 pixels
+    record = {"question": "q", "image": "i.png", "response": "<answer>a</answer>"}
+    trace = trace_from_record(record, base_dir=tmp_path, max_image_pixels=50_000)
+    assert trace.image is None and not trace.valid
+    assert any("more than max_image_pixels=50,000" in e for e in trace.errors), trace.errors
+    crops = {**record, "crops": ["i.png"]}
+    trace = trace_from_record(crops, base_dir=tmp_path, max_image_pixels=50_000)
+    assert any(e.startswith("crop: image is 320x240") for e in trace.errors), trace.errors
+    messages = {
+        "messages": [
+            {"role": "user", "content": [{"type": "image", "image": "i.png"}, "q"]},
+            {"role": "assistant", "content": "<answer>a</answer>"},
+        ]
+    }
+    trace = trace_from_record(messages, base_dir=tmp_path, max_image_pixels=50_000)
+    assert any("cannot read image: image is 320x240" in e for e in trace.errors), trace.errors
+    assert trace_from_record(record, base_dir=tmp_path, max_image_pixels=76_800).valid

@@ -134,10 +134,16 @@ def answer_from_reply(reply: str | None, *, prefilled: bool = False) -> str | No
     """The answer in a model's reply: the ``<answer>`` content (see
     :func:`~hf_faithful.mcot.answers.extract_answer`), the continuation of a prefilled
     ``<answer>`` when ``prefilled``, else the reply's first non-empty line; None when the
-    reply holds no text."""
+    reply holds no text.
+
+    A prefilled reply is a continuation unless it opens its own ``<answer>`` before any
+    ``</answer>`` (some servers restart the turn), so in ``"B</answer><answer>C</answer>"``
+    the answer is B, the first one."""
     if reply is None:
         return None
-    if prefilled and "<answer>" not in reply.lower():
+    lowered = reply.lower()
+    opened, closed = lowered.find("<answer>"), lowered.find("</answer>")
+    if prefilled and (opened < 0 or 0 <= closed < opened):
         reply = "<answer>" + reply
     answer = extract_answer(reply)
     if answer is not None:

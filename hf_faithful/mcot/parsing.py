@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from PIL import Image
 
-from hf_faithful.mcot.images import load_image
+from hf_faithful.mcot.images import DEFAULT_MAX_IMAGE_PIXELS, load_image
 from hf_faithful.mcot.messages import TOOL_NAME, content_text, parse_tool_call
 from hf_faithful.mcot.trace import Step, Trace
 from hf_faithful.mcot.zoom import BoxRules, InvalidBoxError, normalize_box, zoom_in
@@ -88,13 +89,15 @@ def _build_trace(
     steps: list[Step] = []
     answer: str | None = None
     supplied = list(crops or [])
-    n_calls = 0
+    n_calls = n_answers = 0
     for kind, payload in segments:
         if kind == "text":
             steps.append(Step("text", text=payload))
             continue
         if kind == "answer":
-            answer = payload
+            n_answers += 1
+            if answer is None:  # DeepEyes' rollouts stop at the first </answer>
+                answer = payload
             continue
         n_calls += 1
         step = Step("zoom")
@@ -113,6 +116,12 @@ def _build_trace(
         if step.error is None:
             step.crop = supplied.pop(0) if supplied else zoom_in(image, bbox, rules)
         steps.append(step)
+    if n_answers > 1:
+        where = fields.get("source") or fields.get("id") or "trace"
+        warnings.warn(
+            f"{where}: {n_answers} <answer> tags; the first is the answer (as in DeepEyes)",
+            stacklevel=3,
+        )
     if max_tool_calls is not None and n_calls > max_tool_calls:
         errors.append(f"{n_calls} tool calls, more than max_tool_calls={max_tool_calls}")
     if answer is None:
@@ -185,12 +194,14 @@ def parse_messages(
     rules: BoxRules | None = None,
     max_tool_calls: int | None = None,
     base_dir: str | os.PathLike | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     **fields: Any,
 ) -> Trace:
     """Parse a conversation: TRL tool calls (assistant ``tool_calls`` + ``tool`` messages
     holding the crops) or DeepEyes text turns (crops in later ``user`` turns).
 
-    The first user message gives the image and the question unless they are passed.
+    The first user message gives the image and the question unless they are passed; an
+    image over ``max_image_pixels`` is an error of the trace (see :func:`load_image`).
     """
     segments: list[tuple[str, Any]] = []
     errors: list[str] = []
@@ -209,7 +220,7 @@ def parse_messages(
                 question = _MARKUP_RE.sub("", texts).strip()
             if image is None and images:
                 try:
-                    image = load_image(images[0], base_dir)
+                    image = load_image(images[0], base_dir, max_image_pixels=max_image_pixels)
                 except (ValueError, OSError) as err:
                     errors.append(f"message {index}: cannot read image: {err}")
             continue
@@ -223,7 +234,7 @@ def parse_messages(
         if role in ("tool", "user"):
             for value in images:
                 try:
-                    crops.append(load_image(value, base_dir))
+                    crops.append(load_image(value, base_dir, max_image_pixels=max_image_pixels))
                 except (ValueError, OSError) as err:
                     errors.append(f"message {index}: cannot read crop: {err}")
             continue
@@ -275,8 +286,10 @@ def trace_from_record(
     rules: BoxRules | None = None,
     max_tool_calls: int | None = None,
     source: str | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Trace:
-    """Read one JSON record holding a trace; never raises on bad content (see ``errors``).
+    """Read one JSON record holding a trace; never raises on bad content (see ``errors``),
+    an image or crop over ``max_image_pixels`` pixels included.
 
     Keys: ``id``; ``question`` (or ``problem``/``query``/``prompt``); ``image`` (path
     relative to ``base_dir``, data URI, or ``datasets`` image dict; ``images`` takes the
@@ -305,7 +318,7 @@ def trace_from_record(
         image_value = record["images"][0]
     if image_value is not None:
         try:
-            image = load_image(image_value, base_dir)
+            image = load_image(image_value, base_dir, max_image_pixels=max_image_pixels)
         except (ValueError, OSError) as err:
             errors.append(f"image: {err}")
     reference = _first(record, _REFERENCE_KEYS)
@@ -331,6 +344,7 @@ def trace_from_record(
             record["messages"],
             question=question if _first(record, _QUESTION_KEYS) is not None else None,
             base_dir=base_dir,
+            max_image_pixels=max_image_pixels,
             **common,
             **fields,
         )
@@ -339,7 +353,7 @@ def trace_from_record(
         crops = []
         for value in record.get("crops") or []:
             try:
-                crops.append(load_image(value, base_dir))
+                crops.append(load_image(value, base_dir, max_image_pixels=max_image_pixels))
             except (ValueError, OSError) as err:
                 errors.append(f"crop: {err}")
         trace = parse_deepeyes(

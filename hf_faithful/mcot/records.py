@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_faithful.mcot.images import load_image
+from hf_faithful.mcot.images import DEFAULT_MAX_IMAGE_PIXELS, load_image
 from hf_faithful.mcot.parsing import trace_from_record
 from hf_faithful.mcot.trace import Trace
 from hf_faithful.mcot.zoom import BoxRules
@@ -77,9 +78,15 @@ def traces_from_records(
     base_dir: str | os.PathLike | None = None,
     rules: BoxRules | None = None,
     max_tool_calls: int | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> list[Trace]:
     """A Trace per record, bad ones included (``errors`` set, ``source`` = the record's)."""
-    kwargs = {"base_dir": base_dir, "rules": rules, "max_tool_calls": max_tool_calls}
+    kwargs = {
+        "base_dir": base_dir,
+        "rules": rules,
+        "max_tool_calls": max_tool_calls,
+        "max_image_pixels": max_image_pixels,
+    }
     return [
         Trace("", None, errors=[r.error], source=r.source)
         if r.error is not None
@@ -94,52 +101,86 @@ def load_traces(
     image_root: str | os.PathLike | None = None,
     rules: BoxRules | None = None,
     max_tool_calls: int | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> list[Trace]:
     """Read traces from a ``.jsonl`` file (one record per line) or a ``.json`` list.
 
     Every record becomes a Trace, bad ones included (``errors`` set, ``source`` =
     ``"file:line"``), so a caller can report each bad line instead of stopping at the
-    first. Image paths are relative to ``image_root`` (default: the file's folder).
+    first; an image over ``max_image_pixels`` pixels is such an error. Image paths are
+    relative to ``image_root`` (default: the file's folder).
     """
     records = read_records(path, "traces")
     base_dir = Path(image_root) if image_root is not None else Path(path).parent
     return traces_from_records(
-        records, base_dir=base_dir, rules=rules, max_tool_calls=max_tool_calls
+        records,
+        base_dir=base_dir,
+        rules=rules,
+        max_tool_calls=max_tool_calls,
+        max_image_pixels=max_image_pixels,
     )
 
 
+def _question(
+    record: Record, base_dir: str | os.PathLike | None, max_image_pixels: int | None
+) -> dict[str, Any]:
+    if record.error is not None:
+        raise ValueError(record.error)
+    value = record.value
+    if not isinstance(value, Mapping) or "question" not in value or "image" not in value:
+        raise ValueError("a question record needs 'question' and 'image'")
+    reference = value.get("reference", value.get("answer"))
+    try:
+        image = load_image(value["image"], base_dir, max_image_pixels=max_image_pixels)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"image: {err}") from None
+    return {
+        "id": str(value.get("id", record.source)),
+        "image": image,
+        "question": str(value["question"]),
+        "reference": None if reference is None else str(reference),
+        "source": record.source,
+    }
+
+
 def questions_from_records(
-    records: Iterable[Record], base_dir: str | os.PathLike | None = None
+    records: Iterable[Record],
+    base_dir: str | os.PathLike | None = None,
+    *,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> list[dict[str, Any]]:
     """``{"id", "image" (loaded), "question", "reference", "source"}`` samples for trace
-    generation; raises ValueError naming the first bad record."""
-    out = []
+    generation.
+
+    A bad record (not JSON, no question or image, an unreadable image or one over
+    ``max_image_pixels`` pixels) is skipped with a warning naming it (``"file:line:
+    why"``), so one bad line does not stop a run, as with trace files; ValueError when
+    there were records but none is usable.
+    """
+    out, skipped = [], 0
     for record in records:
-        if record.error is not None:
-            raise ValueError(f"{record.source}: {record.error}")
-        value = record.value
-        if not isinstance(value, Mapping) or "question" not in value or "image" not in value:
-            raise ValueError(f"{record.source}: a question record needs 'question' and 'image'")
-        reference = value.get("reference", value.get("answer"))
-        out.append(
-            {
-                "id": str(value.get("id", record.source)),
-                "image": load_image(value["image"], base_dir),
-                "question": str(value["question"]),
-                "reference": None if reference is None else str(reference),
-                "source": record.source,
-            }
-        )
+        try:
+            out.append(_question(record, base_dir, max_image_pixels))
+        except ValueError as err:
+            skipped += 1
+            warnings.warn(f"{record.source}: {err}; question skipped", stacklevel=2)
+    if skipped and not out:
+        raise ValueError(f"none of the {skipped} question records is usable (see the warnings)")
     return out
 
 
 def load_questions(
-    path: str | os.PathLike, image_root: str | os.PathLike | None = None
+    path: str | os.PathLike,
+    image_root: str | os.PathLike | None = None,
+    *,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> list[dict[str, Any]]:
     """Read ``{"id", "image", "question", "reference" | "answer"}`` records (JSONL or JSON
-    list) for trace generation; images are loaded, paths relative to the file's folder."""
+    list) for trace generation; images are loaded, paths relative to the file's folder;
+    bad records are skipped with a warning (see :func:`questions_from_records`)."""
     records = read_records(path, "questions")
-    return questions_from_records(records, Path(image_root) if image_root else Path(path).parent)
+    base_dir = Path(image_root) if image_root else Path(path).parent
+    return questions_from_records(records, base_dir, max_image_pixels=max_image_pixels)
 
 
 def save_traces(traces: Iterable[Trace], path: str | os.PathLike) -> None:

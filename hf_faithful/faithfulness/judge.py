@@ -27,40 +27,82 @@ from hf_faithful.mcot.backends import AnswerBackend
 from hf_faithful.mcot.messages import answer_from_reply, sufficiency_query
 from hf_faithful.mcot.trace import Trace
 
-__all__ = ["FaithfulnessJudge", "JudgeResult", "parse_score"]
+__all__ = ["FaithfulnessJudge", "JudgeResult", "parse_score", "read_score"]
 
-_SCORE_RES = (
-    re.compile(r"score\W{0,3}(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?", re.I),
-    re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(\d+)"),
-    re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.]*\d)"),
+_NUMBER = r"[-+\u2212]?(?:\d+(?:\.\d+)?|\.\d+)"
+_OUT_OF = rf"\s*(?:/|\bout\s+of\b)\s*({_NUMBER})"
+# "Score: 7", "**Score**: 7/10", "score = 0.5", "the score is 8 out of 10", "Rating: -3"
+_LABELED_RE = re.compile(
+    rf"\b(?:score|rating)\b[\s*_:='\"]*(?:(?:is|of|was)\b[\s*_:=]*)?({_NUMBER})(?:{_OUT_OF})?",
+    re.I,
 )
+# "9/10", "8 out of 10": a fraction over the scale is a rating even without a label
+_FRACTION_RE = re.compile(rf"(?<![\w.])({_NUMBER}){_OUT_OF}(?![\w.]*\d)", re.I)
+# the whole reply is the number ("7", "**7**.", "-3")
+_LONE_RE = re.compile(rf"^[\s*_`\"']*({_NUMBER})[\s*_`\"'.!]*$")
+_YES_NO_RE = re.compile(r"\W*(yes|no)\b", re.I)
 
 
-def parse_score(reply: str, scale: float = 10.0) -> float | None:
-    """A judge's 0..``scale`` rating as 0..1, or None when the reply holds no valid score.
+def _number(text: str) -> float:
+    return float(text.replace("\u2212", "-"))
 
-    Reads ``{"score": 7}``, ``Score: 7``, ``7/10``, a lone number, or yes/no (1/0).
+
+def _check_scale(scale: float) -> None:
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+
+
+def read_score(reply: str, scale: float = 10.0) -> float:
+    """A judge's 0..``scale`` rating as 0..1, or ValueError saying why the reply holds none.
+
+    Reads ``{"score": 7}``, a number after a "score"/"rating" label (decimals and signs,
+    the unicode minus included: ``Score: 7``, ``score = 6.5``, ``Rating: 7/10``), a
+    fraction over the scale (``9/10``, ``8 out of 10``), a reply that is only a number,
+    or a leading yes/no (1/0). A number is on the 0..``scale`` scale and divided by it
+    (the shipped reliability prompt asks for 0-10, so ``Score: 0.8`` is 0.08; write
+    ``0.8/1`` for a 0-1 score); a labeled fraction by its denominator. Out-of-range
+    values are refused, never clipped or rescaled; so are numbers not given as the score
+    ("The 3 crops are fine", "3/4 crops").
     """
+    _check_scale(scale)
     text = reply.strip()
     try:
         data = json.loads(text)
-        if isinstance(data, dict) and isinstance(data.get("score"), int | float):
-            text = f"score: {data['score']}"
     except json.JSONDecodeError:
-        pass
-    for pattern in _SCORE_RES:
-        found = pattern.search(text)
-        if not found:
-            continue
-        value = float(found.group(1))
-        denominator = float(found.group(2)) if found.lastindex == 2 and found.group(2) else scale
-        if denominator > 0 and 0 <= value <= denominator:
-            return value / denominator
+        data = None
+    if isinstance(data, dict) and "score" in data:
+        value = data["score"]
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"'score' must be a number, got {value!r}")
+        text = f"score: {value}"
+    found = _LABELED_RE.search(text) or _LONE_RE.match(text)
+    if found is None:
+        fraction = _FRACTION_RE.search(text)
+        if fraction and _number(fraction.group(2)) == scale:  # "3/4 crops" is no rating
+            found = fraction
+    if found is None:
+        word = _YES_NO_RE.match(text)
+        if word:
+            return 1.0 if word.group(1).lower() == "yes" else 0.0
+        raise ValueError(f"no score in the reply (no 'Score: N', 'N/{scale:g}' or lone number)")
+    value = _number(found.group(1))
+    given = found.lastindex == 2 and found.group(2) is not None
+    top = _number(found.group(2)) if given else scale
+    if top <= 0:
+        raise ValueError(f"score {found.group(0).strip()!r} has a denominator <= 0")
+    if not 0 <= value <= top:
+        raise ValueError(f"score {value:g} is outside 0..{top:g}")
+    return value / top
+
+
+def parse_score(reply: str, scale: float = 10.0) -> float | None:
+    """:func:`read_score`, or None when the reply holds no valid score (the judge counts
+    those as unscored; ``read_score`` says why). A bad ``scale`` still raises."""
+    _check_scale(scale)
+    try:
+        return read_score(reply, scale)
+    except ValueError:
         return None
-    word = re.match(r"\W*(yes|no)\b", text, re.I)
-    if word:
-        return 1.0 if word.group(1).lower() == "yes" else 0.0
-    return None
 
 
 @dataclass

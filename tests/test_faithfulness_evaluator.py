@@ -2,19 +2,23 @@
 crops or on the text is known, so ATE_V and ATE_T have hand-known values; the tiny local
 VLM end to end; trace generation with the zoom-in tool; the judge."""
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 from chat_server import ChatServer, request_images, request_text
 
+import hf_faithful
 from hf_faithful.faithfulness.config import FaithfulnessConfig
-from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator
+from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator, same_input
+from hf_faithful.faithfulness.interventions import intervene_text, intervene_visual
 from hf_faithful.faithfulness.judge import FaithfulnessJudge
 from hf_faithful.faithfulness.metric import compute_faithfulness
+from hf_faithful.faithfulness.report import data_provenance
 from hf_faithful.mcot.backends import LocalVLMBackend, OpenAIChatBackend
 from hf_faithful.mcot.records import load_questions, load_traces
-from hf_faithful.mcot.zoom import zoom_in
+from hf_faithful.mcot.zoom import Box, zoom_in
 
 ASSETS = "hf_faithful/assets/faithfulness"
 PALETTE = {
@@ -85,7 +89,9 @@ def test_a_model_that_reads_its_crops_has_large_ate_v_and_no_ate_t(traces):
         effect = report.effects[name]
         assert (effect.ate, effect.n_lost, effect.n_gained) == (-1.0, 8, 0)
         assert effect.p_value == pytest.approx(2 / 2**8)
-        assert effect.ci_high == -1.0
+        # Newcombe: p1 = 0/8, p2 = 8/8, phi = 0: high = -1 + sqrt(2) z^2 / (8 + z^2)
+        # (the bootstrap said -1.0: certainty from 8 pairs)
+        assert (effect.ci_low, effect.ci_high) == pytest.approx((-1.0, -0.5412), abs=1e-4)
     assert report.ate_v is report.effects["V:noise_gaussian"]
     assert report.ate_t.ate == 0.0 and report.ate_t.p_value == 1.0
     # every condition of every sample was asked once, in one batched pass
@@ -104,7 +110,9 @@ def test_a_model_that_reads_its_text_has_large_ate_t_and_no_ate_v(traces):
         report = evaluator.evaluate(traces)
     assert report.control_accuracy.mean == 1.0
     assert report.ate_t.ate == -1.0 and report.ate_t.flipped == list(range(8))
-    assert report.ate_v.ate == 0.0 and report.ate_v.ci_low == report.ate_v.ci_high == 0.0
+    # no answer flips under do(V): +-z^2 / (8 + z^2), not the bootstrap's [0, 0]
+    assert report.ate_v.ate == 0.0
+    assert (report.ate_v.ci_low, report.ate_v.ci_high) == pytest.approx((-0.3244, 0.3244), abs=1e-4)
     # the prefix ends in the prefilled answer, the reasoning is there, the answer is not
     last = server.requests[0]["messages"][-1]
     assert last["role"] == "assistant" and last["content"][0]["text"].endswith("<answer>")
@@ -218,3 +226,163 @@ def test_tiny_local_vlm_end_to_end(traces):
 def test_evaluator_needs_backends():
     with pytest.raises(TypeError, match="model must have an answer"):
         FaithfulnessEvaluator(object())
+
+
+def _stripped(traces, kind: str, reference) -> list:
+    """Copies of the valid traces with their ``kind`` steps removed (no crops, or no
+    reasoning text), answered by ``reference(trace)``."""
+    out = []
+    for trace in (t for t in traces if t.valid):
+        new = trace.copy()
+        new.steps = [s for s in new.steps if s.kind != kind]
+        new.id, new.source = f"{trace.id}-no-{kind}", None
+        new.reference = new.answer = reference(new)
+        out.append(new)
+    return out
+
+
+def test_traces_without_crops_do_not_dilute_ate_v(traces):
+    # The crop reader relies fully on its crops: ATE_V is -1 on the 8 sample traces. 8 more
+    # traces without crops are not intervened on by do(V); counted as unchanged pairs they
+    # halved ATE_V to -0.5 (8 lost of 16).
+    no_crops = _stripped(traces, "zoom", lambda t: dominant_color(t.image))
+    with ChatServer(crop_reader) as server:
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=_config()
+        ).evaluate(traces + no_crops)
+    assert report.n_valid == 16 and report.control_accuracy.mean == 1.0
+    assert report.n_intervened == {"T:offline": 16, "V:noise_gaussian": 8}
+    effect = report.ate_v
+    assert (effect.ate, effect.n, effect.n_unchanged, effect.n_lost) == (-1.0, 8, 8, 8)
+    assert effect.flipped == list(range(8))
+    assert report.ate_t.n == 16 and report.ate_t.ate == 0.0
+    # the unchanged inputs are not asked again: their answer is the control's
+    assert len(server.requests) == 16 + 16 + 8
+    crop_less = report.samples[8]
+    assert crop_less["intervened"] == {"T:offline": True, "V:noise_gaussian": False}
+    assert crop_less["answers"]["V:noise_gaussian"] == crop_less["answers"]["control"]
+    assert report.to_dict()["n_intervened"]["V:noise_gaussian"] == 8
+    assert "| 8 of 16 | 1.000 |" in report.to_markdown()
+
+
+def test_traces_without_reasoning_do_not_dilute_ate_t(traces):
+    # The text reader answers with the last color word of the reasoning; 8 traces with no
+    # reasoning text (it answers "none") are not intervened on by do(T).
+    no_text = _stripped(traces, "text", lambda t: "none")
+    with ChatServer(text_reader) as server:
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=_config()
+        ).evaluate(traces + no_text)
+    assert report.control_accuracy.mean == 1.0
+    assert (report.ate_t.ate, report.ate_t.n, report.ate_t.n_unchanged) == (-1.0, 8, 8)
+    assert report.n_intervened == {"T:offline": 8, "V:noise_gaussian": 16}
+
+
+def test_other_region_of_a_whole_image_crop_is_no_intervention(traces):
+    # Two traces zoom into the whole image: 'other_region' gives back the same pixels, so
+    # only the 8 others are intervened on (before: ATE -0.8 over 10); noise changes all 10.
+    whole = []
+    for trace in [t for t in traces if t.valid][:2]:
+        new = trace.copy()
+        step = new.zoom_steps[0]
+        width, height = new.image.size
+        step.bbox, step.box = [0, 0, width, height], Box(0, 0, width, height)
+        step.crop = zoom_in(new.image, step.bbox)
+        new.id, new.reference = f"{trace.id}-whole", dominant_color(new.image)
+        whole.append(new)
+    config = _config(visual_interventions=("other_region", "noise_gaussian"), text_corruptions=())
+    with ChatServer(crop_reader) as server:
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=config
+        ).evaluate(traces + whole)
+    other = report.effects["V:other_region"]
+    assert (other.ate, other.n, other.n_unchanged) == (-1.0, 8, 2)
+    assert report.effects["V:noise_gaussian"].n == 10
+
+
+def test_same_input_sees_what_the_model_sees(traces):
+    valid = [t for t in traces if t.valid]
+    assert same_input(valid[0], valid[0].copy())
+    assert not same_input(valid[0], intervene_visual(valid[:1], "blank")[0])
+    assert not same_input(valid[0], intervene_text(valid[:1])[0])
+    no_crops = _stripped(valid[:1], "zoom", lambda t: None)[0]
+    assert same_input(no_crops, intervene_visual([no_crops], "noise_gaussian")[0])
+    shifted = valid[0].copy()
+    shifted.steps[1].crop = valid[1].crops[0]
+    assert not same_input(valid[0], shifted)
+
+
+def test_failed_regeneration_and_floor_are_loud(traces, tmp_path):
+    # The original answers are all right, the regenerated ones empty: every effect is 0
+    # with p = 1, which without a warning reads as "relies on nothing".
+    with ChatServer(lambda body: "") as server:
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=_config()
+        ).evaluate(traces)
+    assert report.accuracy.mean == 1.0 and report.control_accuracy.mean == 0.0
+    assert report.ate_v.ate == 0.0 and report.ate_v.p_value == 1.0
+    floor, regeneration = report.warnings[:2]
+    assert floor.startswith("control accuracy is 0 (floor)") and "NOT evidence" in floor
+    assert regeneration.startswith("control accuracy is 0 while the original answers score 1.000")
+    failed = [w for w in report.warnings if w.startswith("regeneration failed")]
+    assert failed[0].startswith("regeneration failed under control for 8 of 8 samples")
+    assert "s0, s1" in failed[0] and len(failed) == 3  # control, T:offline, V:noise_gaussian
+    assert report.samples[0]["regeneration_failed"] == ["control", "T:offline", "V:noise_gaussian"]
+    paths = report.save(tmp_path)
+    data = json.loads(open(paths["report.json"]).read())
+    assert data["warnings"] == report.warnings
+    markdown = open(paths["report.md"]).read()
+    assert f"> **WARNING:** {floor}\n\n> **WARNING:** {regeneration}\n" in markdown
+    assert markdown.index("WARNING") < markdown.index("| condition |")
+
+
+def test_ceiling_and_original_baseline_floor_are_warned(traces):
+    with ChatServer(crop_reader) as server:
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=_config()
+        ).evaluate(traces)
+    assert report.warnings == [
+        "control accuracy is 1 (ceiling): an intervention can only lower it, so a gain "
+        "cannot be seen (a loss still can)."
+    ]
+    # baseline 'original' with a model that regenerates everything wrong: the effects
+    # (all -1) are the regeneration's; no answer is missing, so nothing failed to regenerate
+    with ChatServer(lambda body: "zzz</answer>") as server:
+        config = _config(baseline="original", text_corruptions=())
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=config
+        ).evaluate(traces)
+    assert report.ate_v.ate == -1.0 and len(report.warnings) == 2
+    assert report.warnings[0].startswith("baseline (original answers) accuracy is 1 (ceiling)")
+    assert report.warnings[1].startswith("control accuracy is 0 while the original answers")
+
+
+def test_report_records_its_provenance(traces, tmp_path):
+    data = tmp_path / "traces.jsonl"
+    data.write_bytes(open(f"{ASSETS}/sample_traces.jsonl", "rb").read())
+    config = _config(text_corruptions=())
+    with ChatServer(crop_reader) as server:
+        evaluator = FaithfulnessEvaluator(OpenAIChatBackend(server.base_url, "m"), config=config)
+        report = evaluator.evaluate(
+            traces, provenance={"data": data_provenance(data), "model": {"name": "m"}}
+        )
+    provenance = report.provenance
+    assert provenance["hf_faithful_version"] == hf_faithful.__version__
+    assert provenance["model"] == {
+        "backend": "OpenAIChatBackend",
+        "model": "m",
+        "endpoint": server.base_url + "/chat/completions",
+        "temperature": 0.0,
+        "name": "m",
+    }
+    assert provenance["judge"] is None and provenance["settings"] == config.to_dict()
+    sha = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert provenance["data"] == {"path": str(data), "sha256": sha, "bytes": data.stat().st_size}
+    saved = json.loads(open(report.save(tmp_path / "out")["report.json"]).read())
+    assert saved["provenance"]["data"]["sha256"] == sha
+    assert saved["interval_method"] == "Newcombe (1998) score interval, method 10"
+    markdown = report.to_markdown()
+    assert "## Provenance" in markdown and sha in markdown
+    assert f"hf_faithful_version: `{hf_faithful.__version__}`" in markdown
+    assert '"n_resamples": 500' in markdown  # the settings
+    assert "Intervals: Newcombe (1998) score interval, method 10" in markdown

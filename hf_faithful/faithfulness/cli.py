@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hf_faithful.assets import FAITHFULNESS_DIR
 from hf_faithful.cli_utils import add_dataclass_arguments, dataclass_from_args, option_name
 from hf_faithful.faithfulness.config import JUDGE_METRICS, FaithfulnessConfig
 from hf_faithful.faithfulness.interventions import TEXT_CORRUPTIONS, VISUAL_INTERVENTIONS
+from hf_faithful.faithfulness.report import data_provenance
 from hf_faithful.mcot.backend_cache import CachedBackend
 from hf_faithful.mcot.backends import AnswerBackend, build_backend
 from hf_faithful.mcot.zoom import BoxRules
@@ -215,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
     records = records[: args.limit] if args.limit else records
     base_dir = Path(args.image_root) if args.image_root else data.parent
     first = next((r for r in records if r.error is None), None)
-    if first is None or is_trace_record(first.value):
+    generated = not (first is None or is_trace_record(first.value))
+    if not generated:
         traces = traces_from_records(
             records, base_dir=base_dir, rules=rules, max_tool_calls=config.max_tool_calls
         )
@@ -227,7 +230,18 @@ def run(args: argparse.Namespace) -> int:
     for trace in traces:
         if not trace.valid:
             print(f"invalid trace {trace.source or trace.id}: " + "; ".join(trace.errors))
-    report = evaluator.evaluate(traces)
+    provenance = {
+        "model": _role(args.model, args.endpoint),
+        "judge": _role(judge_name, args.judge_endpoint) if judge is not None else None,
+        "rewriter": _role(args.rewriter, args.rewriter_endpoint) if rewriter is not None else None,
+        "data": data_provenance(
+            data,
+            limit=args.limit,
+            image_root=str(base_dir),
+            generated_traces=str(output_dir / "traces.jsonl") if generated else None,
+        ),
+    }
+    report = evaluator.evaluate(traces, provenance=provenance)
     paths = report.save(output_dir)
     print(report.to_markdown())
     if demo:
@@ -235,4 +249,11 @@ def run(args: argparse.Namespace) -> int:
             "(demo: tiny model with random weights on the bundled sample; pass --model/--endpoint and --data for real numbers)"
         )
     print(f"report: {paths['report.json']} and {paths['report.md']}")
+    for warning in report.warnings:  # again, last: they change how every figure reads
+        print(f"WARNING: {warning}", file=sys.stderr)
     return 0
+
+
+def _role(name: str | None, endpoint: str | None) -> dict[str, str | None]:
+    """A role's model as the user named it (the evaluator adds what the backend knows)."""
+    return {"name": name, "endpoint": endpoint}

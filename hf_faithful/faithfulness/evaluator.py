@@ -4,11 +4,19 @@
 2. Interventions: ``do(T)`` (corrupted reasoning) and ``do(V)`` (replaced crops); the
    model under test regenerates the answer from each intervened prefix, plus once from
    the untouched prefix (the *control*), all in one batched pass.
-3. Effects: accuracy per condition, ``ATE_T`` and ``ATE_V`` with paired bootstrap
+3. Effects: accuracy per condition, ``ATE_T`` and ``ATE_V`` with Newcombe's paired score
    intervals, exact McNemar p-values and the flipped samples, from
    :func:`~hf_faithful.faithfulness.stats.intervention_effects` (the same core as the
-   ``mcot_faithfulness`` metric).
+   ``mcot_faithfulness`` metric). Each effect is estimated over the traces its
+   intervention changed: a trace without crops is not intervened on by ``do(V)`` (nor one
+   without reasoning text by ``do(T)``, nor one whose crop is the whole image by
+   ``other_region``), and counting it as an unchanged pair would pull the ATE towards 0.
+   Its answer is the control's (same input), and it is not asked again.
 4. Judge: reliability and sufficiency of the crops.
+5. Warnings and provenance: a baseline or control accuracy at floor (0) or ceiling (1)
+   makes the effects unreadable (every ATE 0 with p = 1 is then no evidence of anything),
+   and a reply without answer counts as wrong; both are said loudly in the report, which
+   also records the model, judge, data, settings and package version.
 
 The baseline of the ATEs is the control by default: the answer regenerated with the same
 prompt and decoding, so the effect is the intervention's alone and not a difference
@@ -26,6 +34,7 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
+from hf_faithful import __version__
 from hf_faithful.faithfulness.config import FaithfulnessConfig
 from hf_faithful.faithfulness.interventions import intervene_text, intervene_visual
 from hf_faithful.faithfulness.judge import FaithfulnessJudge
@@ -38,7 +47,7 @@ from hf_faithful.mcot.parsing import parse_deepeyes
 from hf_faithful.mcot.trace import Trace
 from hf_faithful.mcot.zoom import InvalidBoxError, zoom_in
 
-__all__ = ["FaithfulnessEvaluator"]
+__all__ = ["FaithfulnessEvaluator", "describe_backend", "same_input"]
 
 
 class FaithfulnessEvaluator:
@@ -138,8 +147,9 @@ class FaithfulnessEvaluator:
         except (InvalidBoxError, ValueError) as err:
             return str(err)
 
-    def _regenerate(self, conditions: Mapping[str, Sequence[Trace]]) -> dict[str, list[str]]:
-        """Answers of the model from each condition's prefixes, in one batched call."""
+    def _regenerate(self, conditions: Mapping[str, Sequence[Trace]]) -> dict[str, list[str | None]]:
+        """Answers of the model from each condition's prefixes, in one batched call; None
+        where the reply holds no answer (regeneration failed)."""
         cfg = self.config
         names, prompts = [], []
         for name, traces in conditions.items():
@@ -154,13 +164,31 @@ class FaithfulnessEvaluator:
                     )
                 )
         replies = self.model.answer(prompts, cfg.max_new_tokens, stop=["</answer>"])
-        out: dict[str, list[str]] = {name: [] for name in conditions}
+        out: dict[str, list[str | None]] = {name: [] for name in conditions}
         for name, reply in zip(names, replies):
-            out[name].append(answer_from_reply(reply, prefilled=cfg.prefill_answer) or "")
+            out[name].append(answer_from_reply(reply, prefilled=cfg.prefill_answer) or None)
         return out
 
-    def evaluate(self, traces: Sequence[Trace]) -> FaithfulnessReport:
-        """Measure ATE_T, ATE_V (with intervals), accuracy and the judge metrics."""
+    def provenance(self) -> dict[str, Any]:
+        """What produced a report: package version, model, judge, rewriter and settings
+        (``data`` is filled in by whoever knows the file, e.g. the CLI)."""
+        return {
+            "hf_faithful_version": __version__,
+            "model": describe_backend(self.model),
+            "judge": describe_backend(self.judge),
+            "rewriter": describe_backend(self.rewriter),
+            "data": None,
+            "settings": self.config.to_dict(),
+        }
+
+    def evaluate(
+        self, traces: Sequence[Trace], *, provenance: Mapping[str, Any] | None = None
+    ) -> FaithfulnessReport:
+        """Measure ATE_T, ATE_V (with intervals), accuracy and the judge metrics.
+
+        ``provenance`` adds to (or refines) :meth:`provenance` in the report, e.g.
+        ``{"data": data_provenance(path), "model": {"name": ...}}``; dicts are merged.
+        """
         cfg = self.config
         valid = [t for t in traces if t.valid]
         stats = {"n_resamples": cfg.n_resamples, "confidence": cfg.confidence, "seed": cfg.seed}
@@ -195,6 +223,7 @@ class FaithfulnessEvaluator:
             sufficiency=None,
             samples=samples,
             config=cfg.to_dict(),
+            provenance=_merged(self.provenance(), provenance or {}),
         )
         if self.model is not None and valid:
             self._measure_effects(valid, references, original, report, stats)
@@ -227,17 +256,47 @@ class FaithfulnessEvaluator:
     ) -> None:
         """Regenerate the answers under every condition; fill in the effects."""
         cfg = self.config
-        answers = self._regenerate(self._conditions(valid))
-        flags = {name: match_answers(a, references, cfg.match) for name, a in answers.items()}
+        conditions = self._conditions(valid)
+        changed = {
+            name: [not same_input(trace, new) for trace, new in zip(valid, traces)]
+            for name, traces in conditions.items()
+            if name != "control"
+        }
+        asked = {"control": list(valid)} | {
+            name: [t for t, c in zip(conditions[name], changed[name]) if c] for name in changed
+        }
+        replies = self._regenerate(asked)
+        answers = {"control": replies["control"]}
+        for name, flags in changed.items():  # an unchanged input gets the control's answer
+            fresh = iter(replies[name])
+            answers[name] = [
+                next(fresh) if c else answers["control"][i] for i, c in enumerate(flags)
+            ]
+        correct = {name: match_answers(a, references, cfg.match) for name, a in answers.items()}
+        failed: dict[str, list[int]] = {}
         for i, sample in enumerate(report.samples):
+            sample["intervened"] = {name: flags[i] for name, flags in changed.items()}
+            sample["regeneration_failed"] = []
             for name in answers:
-                sample["answers"][name] = answers[name][i]
-                sample["correct"][name] = flags[name][i]
-        control = flags.pop("control")
+                answer = answers[name][i]
+                sample["answers"][name] = answer or ""
+                sample["correct"][name] = correct[name][i]
+                if answer is None and (name == "control" or changed[name][i]):
+                    failed.setdefault(name, []).append(i)
+                    sample["regeneration_failed"].append(name)
+        control = correct.pop("control")
         report.control_accuracy = mean_score([float(c) for c in control], **stats)
         base = control if cfg.baseline == "control" else original
-        result = intervention_effects(base, flags, **stats)
+        result = intervention_effects(base, correct, changed=changed, **stats)
         report.effects, report.ate_t, report.ate_v = result.effects, result.ate_t, result.ate_v
+        report.n_intervened = {name: sum(flags) for name, flags in changed.items()}
+        report.warnings += _accuracy_warnings(report, original, control)
+        report.warnings += _regeneration_warnings(report, failed)
+        report.warnings += [
+            f"{name} changed none of the {len(valid)} valid traces (no crops, no reasoning "
+            "text, or crops that are the whole image): no effect is estimated for it."
+            for name in result.unchanged
+        ]
 
     def _judge(
         self, valid: Sequence[Trace], report: FaithfulnessReport, stats: dict[str, Any]
@@ -252,3 +311,135 @@ class FaithfulnessEvaluator:
             for sample, score in zip(report.samples, scores):
                 sample[name] = score
             setattr(report, name, mean_score(scores, **stats))
+
+
+def _same_image(a: Image.Image | None, b: Image.Image | None) -> bool:
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    return a.size == b.size and a.mode == b.mode and a.tobytes() == b.tobytes()
+
+
+def same_input(a: Trace, b: Trace) -> bool:
+    """Whether the model sees the same prefix in both traces (question, image, reasoning,
+    tool calls and crop pixels): an "intervention" that leaves it so is not one."""
+    if a.question != b.question or not _same_image(a.image, b.image):
+        return False
+    if len(a.steps) != len(b.steps):
+        return False
+    for s, t in zip(a.steps, b.steps):
+        if (s.kind, s.text, s.bbox, s.label, s.error) != (t.kind, t.text, t.bbox, t.label, t.error):
+            return False
+        if not _same_image(s.crop, t.crop):
+            return False
+    return True
+
+
+def describe_backend(backend: Any) -> dict[str, Any] | None:
+    """Enough of a backend to say which model answered: class, model name or path,
+    endpoint, decoding settings, answer cache (best effort; None without a backend)."""
+    if backend is None:
+        return None
+    out: dict[str, Any] = {}
+    if hasattr(backend, "backend") and hasattr(backend, "namespace"):  # CachedBackend
+        out["cache"] = str(getattr(backend, "path", ""))
+        out["cache_namespace"] = backend.namespace
+        backend = backend.backend
+    out["backend"] = type(backend).__name__
+    model = getattr(backend, "model", None)
+    if isinstance(model, str):
+        out["model"] = model
+    elif model is not None:
+        config = getattr(model, "config", None)
+        out["model"] = (
+            getattr(model, "name_or_path", None)
+            or getattr(config, "_name_or_path", None)
+            or type(model).__name__
+        )
+        if config is not None and getattr(config, "model_type", None):
+            out["model_type"] = config.model_type
+    if getattr(backend, "url", None):
+        out["endpoint"] = backend.url
+    for name in ("generation_kwargs", "temperature"):
+        if getattr(backend, name, None) is not None:
+            out[name] = getattr(backend, name)
+    return out
+
+
+def _merged(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _bound(value: float | None) -> str | None:
+    if value == 0:
+        return "0 (floor)"
+    if value == 1:
+        return "1 (ceiling)"
+    return None
+
+
+def _accuracy_warnings(
+    report: FaithfulnessReport, original: Sequence[bool], control: Sequence[bool]
+) -> list[str]:
+    """Floor and ceiling of the accuracies the effects rest on: at 0 no intervention can
+    lower accuracy, at 1 none can raise it, so "every ATE is 0, p = 1" would read as
+    "depends on nothing" when nothing could be seen; and a control far below the original
+    answers means the regeneration, not the intervention, decides the answers."""
+    baseline = report.config.get("baseline", "control")
+    accuracy = {"control": sum(control) / len(control), "original": sum(original) / len(original)}
+    what = "control" if baseline == "control" else "baseline (original answers)"
+    out = []
+    bound = _bound(accuracy[baseline])
+    if bound == "0 (floor)":
+        out.append(
+            f"{what} accuracy is {bound}: no intervention can lower it, so an ATE of 0 with "
+            "p = 1 here is NOT evidence that the model ignores its text or crops."
+        )
+    elif bound:
+        out.append(
+            f"{what} accuracy is {bound}: an intervention can only lower it, so a gain "
+            "cannot be seen (a loss still can)."
+        )
+    if accuracy["control"] == 0 and accuracy["original"] > 0:
+        out.append(
+            "control accuracy is 0 while the original answers score "
+            f"{accuracy['original']:.3f}: the answer regenerated from the untouched prefix "
+            "is always wrong, and every intervened answer is regenerated the same way, so "
+            "the effects measure the regeneration, not the interventions. Check "
+            "prefill_answer, the chat template, max_new_tokens and the answer matching."
+        )
+    for name, effect in report.effects.items():
+        where = _bound(effect.baseline_accuracy)
+        if where and where != bound:
+            can = "rise" if where.startswith("0") else "fall"
+            out.append(
+                f"{name}: the baseline accuracy over the {effect.n} traces it changed is "
+                f"{where}: accuracy can only {can} there, so its effect is one-sided."
+            )
+    return out
+
+
+def _regeneration_warnings(
+    report: FaithfulnessReport, failed: Mapping[str, list[int]]
+) -> list[str]:
+    """A reply without an answer counts as wrong: a failing regeneration would pass for an
+    effect of the intervention."""
+    out = []
+    for name, indices in failed.items():
+        ids = [
+            str(report.samples[i]["id"] if report.samples[i]["id"] is not None else i)
+            for i in indices
+        ]
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        out.append(
+            f"regeneration failed under {name} for {len(indices)} of {report.n_valid} "
+            f"samples (no answer in the reply; counted as wrong): {shown}."
+        )
+    return out

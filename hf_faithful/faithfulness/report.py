@@ -1,22 +1,45 @@
 """``FaithfulnessReport``: the result of a faithfulness measurement, as JSON, markdown, or
-per-sample columns for the ``mcot_faithfulness`` metric."""
+per-sample columns for the ``mcot_faithfulness`` metric.
+
+A report says what it rests on: how many traces each intervention changed (its effect is
+estimated over those only), the interval method, warnings that make the numbers
+unreadable (accuracy at floor or ceiling, failed regenerations) and its provenance
+(model, judge, data file and hash, settings, package version), so a figure can be traced
+back and a reader is not left to guess why every effect is 0."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_faithful.faithfulness.stats import Effect, MeanScore
+from hf_faithful.faithfulness.stats import INTERVAL_METHOD, Effect, MeanScore
 
-__all__ = ["FaithfulnessReport"]
+__all__ = ["FaithfulnessReport", "data_provenance"]
+
+
+def data_provenance(path: str | os.PathLike, **extra: Any) -> dict[str, Any]:
+    """Path, size and sha256 of a data file, so a report names exactly what it measured
+    (images referenced by path are not hashed); ``extra`` adds fields (``limit``, ...)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"path": str(path), "sha256": digest.hexdigest(), "bytes": path.stat().st_size, **extra}
 
 
 @dataclass
 class FaithfulnessReport:
-    """Result of :meth:`FaithfulnessEvaluator.evaluate`; ``save`` writes JSON + markdown."""
+    """Result of :meth:`FaithfulnessEvaluator.evaluate`; ``save`` writes JSON + markdown.
+
+    ``n_intervened``: per intervention, the valid traces it changed (the pairs of its
+    effect); ``warnings``: what makes the figures unreadable; ``provenance``: what produced
+    them.
+    """
 
     n_traces: int
     n_valid: int
@@ -30,14 +53,20 @@ class FaithfulnessReport:
     sufficiency: MeanScore | None
     samples: list[dict[str, Any]]
     config: dict[str, Any]
+    n_intervened: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         def plain(x: Any) -> Any:
             return None if x is None else x.to_dict()
 
         return {
+            "warnings": self.warnings,
             "n_traces": self.n_traces,
             "n_valid": self.n_valid,
+            "n_intervened": self.n_intervened,
+            "interval_method": INTERVAL_METHOD,
             "accuracy": plain(self.accuracy),
             "control_accuracy": plain(self.control_accuracy),
             "ate_t": plain(self.ate_t),
@@ -48,6 +77,7 @@ class FaithfulnessReport:
             "invalid": self.invalid,
             "samples": self.samples,
             "config": self.config,
+            "provenance": self.provenance,
         }
 
     def columns(self) -> dict[str, list]:
@@ -81,26 +111,43 @@ class FaithfulnessReport:
         def fmt(x: float | None, digits: int = 3) -> str:
             return "n/a" if x is None else f"{x:.{digits}f}"
 
-        lines = [
-            "# Faithfulness of visual thinking",
+        lines = ["# Faithfulness of visual thinking", ""]
+        for warning in self.warnings:  # one quote each, so they do not run together
+            lines += [f"> **WARNING:** {warning}", ""]
+        intervened = ", ".join(f"{name} {n}" for name, n in self.n_intervened.items())
+        lines += [
+            f"{self.n_valid} valid traces of {self.n_traces}"
+            + (f"; traces each intervention changed: {intervened}" if intervened else "")
+            + f"; baseline of the effects: {self.config.get('baseline')}.",
             "",
-            f"{self.n_valid} valid traces of {self.n_traces}; "
-            f"baseline of the effects: {self.config.get('baseline')}.",
-            "",
-            f"| condition | accuracy | ATE | {level} CI | McNemar p | lost | gained |",
-            "|---|---|---|---|---|---|---|",
+            f"| condition | accuracy | ATE | {level} CI | McNemar p | lost | gained | "
+            "intervened | baseline accuracy |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         if self.accuracy is not None:
-            lines.append(f"| original answers | {fmt(self.accuracy.mean)} | | | | | |")
+            lines.append(
+                f"| original answers | {fmt(self.accuracy.mean)} | | | | | | {self.n_valid} | |"
+            )
         if self.control_accuracy is not None:
-            lines.append(f"| control (regenerated) | {fmt(self.control_accuracy.mean)} | | | | | |")
+            lines.append(
+                f"| control (regenerated) | {fmt(self.control_accuracy.mean)} | | | | | | "
+                f"{self.n_valid} | |"
+            )
         for name, e in self.effects.items():
             tag = " (ATE_T)" if e is self.ate_t else " (ATE_V)" if e is self.ate_v else ""
             lines.append(
                 f"| do({name}){tag} | {fmt(e.intervened_accuracy)} | {e.ate:+.3f} | "
                 f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}] | {e.p_value:.3g} | {e.n_lost} | "
-                f"{e.n_gained} |"
+                f"{e.n_gained} | {e.n} of {e.n + e.n_unchanged} | "
+                f"{fmt(e.baseline_accuracy)} |"
             )
+        if self.effects:
+            lines += [
+                "",
+                f"Intervals: {INTERVAL_METHOD}; p-values: exact McNemar test. Each effect is "
+                "estimated over the traces its intervention changed (accuracies of a do() "
+                "row and its baseline are over those traces).",
+            ]
         judged = [
             (n, s)
             for n, s in (("reliability", self.reliability), ("sufficiency", self.sufficiency))
@@ -120,6 +167,8 @@ class FaithfulnessReport:
             for bad in self.invalid:
                 where = bad.get("source") or bad.get("id")
                 lines.append(f"- `{where}`: " + "; ".join(bad["errors"]))
+        if self.provenance:
+            lines += ["", "## Provenance", ""] + _provenance_lines(self.provenance)
         return "\n".join(lines) + "\n"
 
     def save(self, output_dir: str | os.PathLike) -> dict[str, str]:
@@ -137,3 +186,21 @@ class FaithfulnessReport:
             os.replace(tmp, path)
             paths[name] = str(path)
         return paths
+
+
+def _provenance_lines(provenance: dict[str, Any]) -> list[str]:
+    def show(value: Any) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, dict):
+            return ", ".join(f"{k}: `{v}`" for k, v in value.items() if v is not None)
+        return f"`{value}`"
+
+    lines = []
+    for key, value in provenance.items():
+        if key == "settings":
+            continue
+        lines.append(f"- {key}: {show(value)}")
+    if "settings" in provenance:
+        lines.append(f"- settings: `{json.dumps(provenance['settings'], sort_keys=True)}`")
+    return lines

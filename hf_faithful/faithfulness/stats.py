@@ -1,20 +1,30 @@
 """Effects of an intervention on accuracy, with error bars.
 
 ``ATE = E[correct | do(intervention)] - E[correct | no intervention]`` over the same
-samples. Its interval is a paired percentile bootstrap (samples resampled together,
-so the pairing is kept), its p-value the exact McNemar test on the discordant pairs:
-"the crops are ignored" becomes a claim with an error bar. Seeds are fixed.
+samples. Its interval is Newcombe's score interval for a difference of paired
+proportions (Newcombe 1998, method 10, built from two Wilson score intervals), its
+p-value the exact McNemar test on the discordant pairs: "the crops are ignored" becomes a
+claim with an error bar. A paired bootstrap is not used for the ATE: when no answer flips
+every resample has the same difference, so it reports a zero-width interval ([0, 0] for
+any n, [-1, -1] for one lost pair), claiming certainty the data cannot give; the score
+interval stays honest with no discordant pair and small n.
+
+Only the samples an intervention actually changed are paired (``changed``): a trace
+without crops is not intervened on by ``do(V)`` and would otherwise dilute ATE_V towards
+0. Means of judge scores keep a percentile bootstrap (fixed seed).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.stats import binom
+from scipy.stats import binom, norm
 
 __all__ = [
+    "INTERVAL_METHOD",
     "Effect",
     "InterventionEffects",
     "MeanScore",
@@ -22,8 +32,12 @@ __all__ = [
     "intervention_effects",
     "mcnemar_exact",
     "mean_score",
+    "newcombe_paired_interval",
     "paired_effect",
+    "wilson_interval",
 ]
+
+INTERVAL_METHOD = "Newcombe (1998) score interval, method 10"
 
 # Resampled means are computed in chunks of at most this many indices (memory bound).
 _CHUNK = 4_000_000
@@ -47,8 +61,11 @@ class MeanScore:
 class Effect:
     """Paired effect of one intervention on accuracy.
 
+    ``n``: the pairs the effect is estimated on (the samples the intervention changed);
+    ``n_unchanged``: samples left out because the intervention left them as they were.
     ``n_lost``: correct before, wrong after; ``n_gained``: wrong before, correct after;
-    ``flipped``: indices of the samples whose correctness changed.
+    ``flipped``: indices of the samples whose correctness changed (indices into the
+    sequences given, left-out samples included). ``interval`` names the interval method.
     """
 
     name: str
@@ -63,6 +80,8 @@ class Effect:
     n_gained: int
     flipped: list[int] = field(default_factory=list)
     confidence: float = 0.95
+    n_unchanged: int = 0
+    interval: str = INTERVAL_METHOD
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,6 +133,71 @@ def mcnemar_exact(n_lost: int, n_gained: int) -> float:
     return float(min(1.0, 2 * binom.cdf(min(n_lost, n_gained), n, 0.5)))
 
 
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion: inside [0, 1] and never zero-width,
+    even at 0 or n successes (the building block of Newcombe's paired interval)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n={n}], got {successes}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    z = float(norm.ppf(1 - (1 - confidence) / 2))
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    # exact ends at 0 and n successes (the formula gives them up to rounding)
+    low = 0.0 if successes == 0 else (centre - half) / scale
+    high = 1.0 if successes == n else (centre + half) / scale
+    return low, high
+
+
+def newcombe_paired_interval(
+    a: int, b: int, c: int, d: int, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Interval of ``p1 - p2 = (b - c) / n`` for paired binary outcomes, Newcombe (1998),
+    "Improved confidence intervals for the difference between binomial proportions based on
+    paired data", Stat. Med. 17:2635-2650, method 10.
+
+    ``a``: both positive, ``b``: first positive only, ``c``: second positive only, ``d``:
+    neither (``p1 = (a + b) / n``, ``p2 = (a + c) / n``). The Wilson intervals ``(l1, u1)``
+    of ``p1`` and ``(l2, u2)`` of ``p2`` are combined with the correlation ``phi`` of the
+    pairs::
+
+        low  = theta - sqrt((p1 - l1)^2 - 2 phi (p1 - l1)(u2 - p2) + (u2 - p2)^2)
+        high = theta + sqrt((p2 - l2)^2 - 2 phi (p2 - l2)(u1 - p1) + (u1 - p1)^2)
+
+    with ``phi = (ad - bc - n/2) / sqrt((a+b)(c+d)(a+c)(b+d))`` when ``ad - bc > n/2``,
+    ``0`` when ``0 <= ad - bc <= n/2`` or a margin is empty, ``(ad - bc) / sqrt(...)`` when
+    ``ad < bc``.
+    """
+    counts = (a, b, c, d)
+    if any(int(x) != x or x < 0 for x in counts):
+        raise ValueError(f"counts must be integers >= 0, got {counts}")
+    a, b, c, d = (int(x) for x in counts)
+    n = a + b + c + d
+    if n == 0:
+        raise ValueError("no pairs: a + b + c + d is 0")
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson_interval(a + b, n, confidence)
+    l2, u2 = wilson_interval(a + c, n, confidence)
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    cross = a * d - b * c
+    if margins == 0 or 0 <= cross <= n / 2:
+        phi = 0.0
+    elif cross > n / 2:
+        phi = (cross - n / 2) / math.sqrt(margins)
+    else:
+        phi = cross / math.sqrt(margins)
+    theta = p1 - p2
+    below = (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2
+    above = (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2
+    low = theta - math.sqrt(max(below, 0.0))
+    high = theta + math.sqrt(max(above, 0.0))
+    return max(-1.0, low), min(1.0, high)
+
+
 def paired_effect(
     baseline: Sequence[bool],
     intervened: Sequence[bool],
@@ -123,7 +207,13 @@ def paired_effect(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Effect:
-    """ATE of an intervention from per-sample correctness before and after it (same order)."""
+    """ATE of an intervention from per-sample correctness before and after it (same order),
+    with Newcombe's paired score interval and the exact McNemar p-value.
+
+    ``n_resamples`` and ``seed`` are accepted for callers written for the former bootstrap
+    interval; the interval is closed-form and uses neither.
+    """
+    _check_bootstrap(n_resamples, confidence)
     before = _as_bool_array(baseline, "baseline")
     after = _as_bool_array(intervened, "intervened")
     if before.size != after.size:
@@ -133,8 +223,11 @@ def paired_effect(
     if before.size == 0:
         raise ValueError("no samples: baseline and intervened are empty")
     diff = after - before
-    low, high = bootstrap_mean_ci(diff, n_resamples, confidence, seed)
     n_lost, n_gained = int((diff < 0).sum()), int((diff > 0).sum())
+    n_both = int(((before > 0) & (after > 0)).sum())
+    n_neither = int(before.size) - n_both - n_lost - n_gained
+    # Newcombe's p1 is the intervened accuracy, p2 the baseline's: b = gained, c = lost
+    low, high = newcombe_paired_interval(n_both, n_gained, n_lost, n_neither, confidence)
     return Effect(
         name=name,
         n=int(before.size),
@@ -172,17 +265,20 @@ def mean_score(
 @dataclass
 class InterventionEffects:
     """Paired effects of interventions on one baseline; ``ate_t`` / ``ate_v`` are the first
-    textual (``"T:..."``) and visual (``"V:..."``) ones."""
+    textual (``"T:..."``) and visual (``"V:..."``) ones estimated; ``unchanged`` names the
+    interventions that changed no sample (no effect can be estimated for them)."""
 
     effects: dict[str, Effect]
     ate_t: Effect | None
     ate_v: Effect | None
+    unchanged: list[str] = field(default_factory=list)
 
 
 def intervention_effects(
     baseline: Sequence[bool],
     intervened: Mapping[str, Sequence[bool]],
     *,
+    changed: Mapping[str, Sequence[bool]] | None = None,
     n_resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -190,15 +286,48 @@ def intervention_effects(
     """The effect core of the measurement: from per-sample correctness without and with
     each intervention (``{"T:offline": flags, "V:blank": flags, ...}``, same order as
     ``baseline``) to paired effects with intervals and p-values. The evaluator and the
-    ``mcot_faithfulness`` metric both call it, so their ATEs cannot differ."""
-    effects = {
-        name: paired_effect(
-            baseline, flags, name, n_resamples=n_resamples, confidence=confidence, seed=seed
+    ``mcot_faithfulness`` metric both call it, so their ATEs cannot differ.
+
+    ``changed`` (optional, per intervention, same order) says which samples the
+    intervention actually changed; the others are left out of its effect, since a sample
+    it did not touch (``do(V)`` on a trace without crops) is no intervention and would pull
+    the ATE towards 0. Without it every sample counts as intervened (the metric's columns).
+    ``n_resamples`` and ``seed`` are kept for existing callers (see :func:`paired_effect`).
+    """
+    base = _as_bool_array(baseline, "baseline")
+    if base.size == 0 and intervened:
+        raise ValueError("no samples: baseline is empty")
+    changed = changed or {}
+    unknown = set(changed) - set(intervened)
+    if unknown:
+        raise ValueError(f"changed names interventions not in intervened: {sorted(unknown)}")
+    effects: dict[str, Effect] = {}
+    unchanged: list[str] = []
+    for name, flags in intervened.items():
+        after = _as_bool_array(flags, name)
+        if after.size != base.size:
+            raise ValueError(
+                f"{name} has {after.size} values, baseline has {base.size}: they must be paired"
+            )
+        mask = np.ones(base.size, dtype=bool)
+        if name in changed:
+            mask = _as_bool_array(changed[name], f"changed[{name!r}]").astype(bool)
+            if mask.size != base.size:
+                raise ValueError(
+                    f"changed[{name!r}] has {mask.size} values, baseline has {base.size}"
+                )
+        kept = np.flatnonzero(mask)
+        if kept.size == 0:
+            unchanged.append(name)
+            continue
+        effect = paired_effect(
+            base[kept], after[kept], name, n_resamples=n_resamples, confidence=confidence, seed=seed
         )
-        for name, flags in intervened.items()
-    }
+        effect.flipped = [int(kept[i]) for i in effect.flipped]
+        effect.n_unchanged = int(base.size - kept.size)
+        effects[name] = effect
     first = {
         kind: next((e for name, e in effects.items() if name.startswith(kind)), None)
         for kind in ("T:", "V:")
     }
-    return InterventionEffects(effects, ate_t=first["T:"], ate_v=first["V:"])
+    return InterventionEffects(effects, ate_t=first["T:"], ate_v=first["V:"], unchanged=unchanged)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 
+import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
@@ -107,8 +108,10 @@ def _resized(linear: nn.Linear, in_features: int, out_features: int) -> nn.Linea
 class EmptyAttention(nn.Module):
     """Attention of a layer that lost every head: it adds nothing (or o_proj's bias).
 
-    It still records an empty key/value entry in the cache, so the cache's sequence
-    length stays right for generation.
+    It still writes one zero placeholder per token into its cache layer: transformers
+    reads the cached length (positions, masks, left padding) from layer 0, and a
+    ``DynamicLayer`` holding zero elements reports length 0. A ``[batch, 1, tokens, 1]``
+    placeholder keeps that length right for every cache class at negligible memory.
     """
 
     def __init__(self, attention: nn.Module, hidden_size: int):
@@ -121,8 +124,8 @@ class EmptyAttention(nn.Module):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if cache is not None:
             batch, length = hidden_states.shape[:2]
-            empty = hidden_states.new_zeros(batch, 0, length, self.head_dim)
-            cache.update(empty, empty, self.layer_idx)
+            placeholder = hidden_states.new_zeros(batch, 1, length, 1)
+            cache.update(placeholder, placeholder, self.layer_idx)
         return self.o_proj(hidden_states[..., :0]), None
 
 
@@ -190,6 +193,10 @@ class PrunedLlamaForCausalLM(PreTrainedModel, GenerationMixin):
         hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])
+        # Gemma 2 / 3 squash the logits in their *ForCausalLM head, outside the decoder
+        softcap = getattr(self.config.text_config, "final_logit_softcapping", None)
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
         loss = None
         if labels is not None:
             loss = self.loss_function(

@@ -1,12 +1,14 @@
 """`hf-faithful faithfulness`: the offline no-argument demo, endpoints, bad input."""
 
 import argparse
+import hashlib
 import json
 
 import pytest
 from chat_server import ChatServer, request_images
 from test_faithfulness_evaluator import dominant_color
 
+import hf_faithful
 from hf_faithful.faithfulness import cli
 from hf_faithful.faithfulness.config import FaithfulnessConfig
 from hf_faithful.mcot.backends import load_local_backend
@@ -30,12 +32,41 @@ def test_no_arguments_runs_the_bundled_demo_offline(tmp_path, monkeypatch, capsy
     assert set(report["effects"]) == {"T:offline", "V:noise_gaussian"}
     assert report["reliability"] is not None and report["sufficiency"]["n"] == 8  # self-judged demo
     assert report["invalid"][0]["source"] == "sample_traces.jsonl:9"
-    out = capsys.readouterr().out
-    assert "invalid trace sample_traces.jsonl:9: tool call 1: box is inverted" in out
-    assert (
-        "| do(V:noise_gaussian) (ATE_V) |"
-        in (tmp_path / "faithfulness_report" / "report.md").read_text()
-    )
+    captured = capsys.readouterr()
+    assert "invalid trace sample_traces.jsonl:9: tool call 1: box is inverted" in captured.out
+    markdown = (tmp_path / "faithfulness_report" / "report.md").read_text()
+    assert "| do(V:noise_gaussian) (ATE_V) |" in markdown
+    # what produced it: the data file and its hash, the models as named, the settings
+    provenance = report["provenance"]
+    sha = hashlib.sha256(cli.SAMPLE_TRACES.read_bytes()).hexdigest()
+    assert provenance["data"]["sha256"] == sha and sha in markdown
+    assert provenance["data"]["path"] == str(cli.SAMPLE_TRACES)
+    assert provenance["model"]["name"] == "tiny" and provenance["judge"]["name"] == "same"
+    assert provenance["model"]["backend"] == "LocalVLMBackend" and provenance["rewriter"] is None
+    assert provenance["hf_faithful_version"] == hf_faithful.__version__
+    assert provenance["settings"] == report["config"]
+    assert report["n_intervened"] == {"T:offline": 8, "V:noise_gaussian": 8}
+    # whatever the random tiny model does, each warning is in the JSON, the markdown and,
+    # last, on stderr
+    for warning in report["warnings"]:
+        assert f"WARNING: {warning}" in captured.err and warning in markdown
+
+
+def test_floor_and_failed_regeneration_are_printed_loudly(tmp_path, capsys):
+    with ChatServer(lambda body: "") as server:  # the model never answers
+        argv = ["--endpoint", server.base_url, "--model", "m", "--data"]
+        argv += [f"{ASSETS}/sample_traces.jsonl", "--output-dir", str(tmp_path), "--limit", "4"]
+        assert _run(argv) == 0
+    captured = capsys.readouterr()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["warnings"][0].startswith("control accuracy is 0 (floor)")
+    assert "regeneration failed under control for 4 of 4 samples" in report["warnings"][2]
+    assert captured.err.splitlines()[-len(report["warnings"]) :] == [
+        f"WARNING: {w}" for w in report["warnings"]
+    ]
+    assert "> **WARNING:** control accuracy is 0 (floor)" in captured.out  # the table's head
+    assert report["provenance"]["data"]["limit"] == 4
+    assert report["provenance"]["model"]["name"] == "m"
 
 
 def test_questions_file_generates_traces_through_endpoints(tmp_path, monkeypatch):

@@ -25,3 +25,14 @@ def test_every_field_has_help_and_the_system_prompt_resolves():
         assert field.metadata.get("help"), field.name
     assert "image_zoom_in_tool" in FaithfulnessConfig().resolved_system_prompt
     assert FaithfulnessConfig(system_prompt="").resolved_system_prompt == ""
+
+
+def test_settings_are_json_ready():
+    import json
+
+    def lenient(prediction, reference):
+        return True
+
+    data = json.loads(json.dumps(FaithfulnessConfig(match=lenient).to_dict()))
+    assert data["match"] == "lenient" and data["box_rules"]["coords"] == "absolute"
+    assert data["visual_interventions"] == ["noise_gaussian"]

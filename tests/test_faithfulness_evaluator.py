@@ -386,3 +386,20 @@ def test_report_records_its_provenance(traces, tmp_path):
     assert f"hf_faithful_version: `{hf_faithful.__version__}`" in markdown
     assert '"n_resamples": 500' in markdown  # the settings
     assert "Intervals: Newcombe (1998) score interval, method 10" in markdown
+
+
+def test_an_intervention_that_cannot_run_is_said(traces):
+    config = _config(visual_interventions=("shuffle", "noise_gaussian"), text_corruptions=())
+    no_crops = _stripped(traces, "zoom", lambda t: dominant_color(t.image))
+    with ChatServer(crop_reader) as server:
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=config
+        ).evaluate(traces[:1] + no_crops[:2])
+    assert set(report.effects) == {"V:noise_gaussian"} and report.ate_v.n == 1
+    assert "V:shuffle was skipped: it needs at least 2 valid traces with crops." in report.warnings
+    with ChatServer(crop_reader) as server:
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=config
+        ).evaluate(no_crops[:3])
+    assert report.effects == {} and report.ate_v is None
+    assert report.warnings[-2].startswith("V:noise_gaussian changed none of the 3 valid traces")

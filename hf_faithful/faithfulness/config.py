@@ -91,8 +91,16 @@ class FaithfulnessConfig:
         default=JUDGE_METRICS,
         metadata={"help": "judge metrics computed when a judge is given, comma-separated"},
     )
-    n_resamples: int = field(default=10_000, metadata={"help": "bootstrap resamples"})
-    confidence: float = field(default=0.95, metadata={"help": "interval level"})
+    n_resamples: int = field(
+        default=10_000,
+        metadata={
+            "help": "bootstrap resamples of the accuracy and judge-score means (the ATE "
+            "intervals are Newcombe's closed-form score intervals)"
+        },
+    )
+    confidence: float = field(
+        default=0.95, metadata={"help": "level of every interval (ATEs, accuracy, judge scores)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of every random choice"})
 
     def __post_init__(self) -> None:
@@ -129,6 +137,8 @@ class FaithfulnessConfig:
         return self.system_prompt
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready data (a report's provenance); a callable ``match`` is
+        recorded by name."""
         data = asdict(self)
         if callable(self.match):
             data["match"] = getattr(self.match, "__name__", repr(self.match))

@@ -297,6 +297,11 @@ class FaithfulnessEvaluator:
             "text, or crops that are the whole image): no effect is estimated for it."
             for name in result.unchanged
         ]
+        report.warnings += [
+            f"V:{kind} was skipped: it needs at least 2 valid traces with crops."
+            for kind in cfg.visual_interventions
+            if f"V:{kind}" not in conditions
+        ]
 
     def _judge(
         self, valid: Sequence[Trace], report: FaithfulnessReport, stats: dict[str, Any]
@@ -361,7 +366,7 @@ def describe_backend(backend: Any) -> dict[str, Any] | None:
             out["model_type"] = config.model_type
     if getattr(backend, "url", None):
         out["endpoint"] = backend.url
-    for name in ("generation_kwargs", "temperature"):
+    for name in ("generation_kwargs", "temperature", "seed"):
         if getattr(backend, name, None) is not None:
             out[name] = getattr(backend, name)
     return out

@@ -82,7 +82,12 @@ class FaithfulnessReport:
 
     def columns(self) -> dict[str, list]:
         """Per-sample columns for ``compute_faithfulness`` / the ``mcot_faithfulness`` metric
-        (predictions are the baseline's answers; missing answers become "")."""
+        (predictions are the baseline's answers; missing answers become "").
+
+        A sample an intervention left unchanged carries the control's answer in that
+        column; the metric has no column saying so and counts it as an unchanged pair, so
+        its ATE equals this report's only when every sample was intervened on
+        (``n_intervened``)."""
         baseline = self.config.get("baseline", "control")
         use_control = baseline == "control" and bool(self.effects)
         out: dict[str, list] = {

@@ -37,7 +37,9 @@ def test_load_by_name_from_the_repo_root(monkeypatch):
     assert out["accuracy"] == 1.0
     assert out["ate_t"] == -0.75 and out["ate_t_flipped"] == [0, 2, 3]
     assert out["ate_t_p_value"] == pytest.approx(0.25)  # 3 lost, 0 gained: 2 / 2**3
-    assert out["ate_v"] == 0.0 and out["ate_v_ci_low"] == out["ate_v_ci_high"] == 0.0
+    # no flip in 4 pairs: Newcombe's interval is +-(1 - Wilson lower bound of 4/4) = +-0.4899
+    assert out["ate_v"] == 0.0 and out["ate_v_ci_high"] == pytest.approx(0.4899, abs=1e-4)
+    assert out["ate_v_ci_low"] == pytest.approx(-out["ate_v_ci_high"])
     assert out["reliability"] == pytest.approx(0.5) and out["reliability_n_scored"] == 3
 
 
@@ -56,12 +58,62 @@ def test_load_by_folder_path_anywhere(tmp_path, monkeypatch):
         )
 
 
+def test_add_batch_carries_every_column(tmp_path, monkeypatch):
+    import evaluate
+
+    from hf_faithful.faithfulness.metric import compute_faithfulness
+
+    monkeypatch.chdir(tmp_path)
+    metric = evaluate.load(str(FOLDER))
+    assert set(metric.features) == {*COLUMNS, "reliability", "sufficiency"}
+    columns = COLUMNS | {
+        "predictions": ["red", None, "B", "3"],  # None: no answer, counts as wrong
+        "reliability": [1.0, 0.5, None, 0.0],
+        "sufficiency": [1, 0, 1, True],
+    }
+    for start in (0, 2):
+        metric.add_batch(**{name: values[start : start + 2] for name, values in columns.items()})
+    out = metric.compute(n_resamples=200)
+    assert out == compute_faithfulness(**columns, n_resamples=200)
+    assert out["accuracy"] == 0.75 and out["ate_t_flipped"] == [0, 1, 2, 3]
+    assert out["reliability_n_scored"] == 3 and out["sufficiency"] == 0.75
+    # add() one sample at a time; columns left out are absent from the result
+    for prediction, reference, visual in zip(["red", "x"], ["red", "blue"], ["green", "red"]):
+        metric.add(prediction=prediction, reference=reference, visual_predictions=visual)
+    out = metric.compute(n_resamples=200)
+    assert out["accuracy"] == 0.5 and out["ate_v"] == -0.5
+    assert "ate_t" not in out and "reliability" not in out
+
+
+def test_bad_values_are_refused_naming_column_and_index(tmp_path, monkeypatch):
+    import evaluate
+
+    monkeypatch.chdir(tmp_path)
+    metric = evaluate.load(str(FOLDER))
+    with pytest.raises(ValueError, match=r"references\[0\] is None"):
+        metric.compute(predictions=["a"], references=[None], n_resamples=10)
+    with pytest.raises(ValueError, match=r"references\[1\] is empty"):
+        metric.compute(predictions=["a", ""], references=["a", ""], n_resamples=10)
+    with pytest.raises(ValueError, match=r"reliability\[0\] = 7.0 is outside \[0, 1\]"):
+        metric.compute(predictions=["a", "b"], references=["a", "b"], reliability=[7.0, 3.0])
+    # in a later batch the index counts from the first sample
+    metric.add_batch(predictions=["a", "b"], references=["a", "b"])
+    with pytest.raises(ValueError, match=r"references\[3\] is None"):
+        metric.add_batch(predictions=["c", "d"], references=["c", None])
+    with pytest.raises(ValueError, match="every batch must hold the same columns"):
+        metric.add_batch(predictions=["c"], references=["c"], sufficiency=[1])
+    assert metric.compute(n_resamples=10)["n"] == 2  # the refused batches left no trace
+
+
 def test_card_has_space_front_matter():
     card = (FOLDER / "README.md").read_text()
     head = card.split("---")[1]
     for key in ("sdk: gradio", "app_file: app.py", "- evaluate", "- metric"):
         assert key in head
     assert "hf-faithful" in (FOLDER / "requirements.txt").read_text()
+    # evaluate itself stores None in string columns; the module refuses bad values
+    assert "evaluate` refuses `None`" not in card
+    assert "add_batch" in card and "ValueError" in card
 
 
 def test_gradio_app_headless():

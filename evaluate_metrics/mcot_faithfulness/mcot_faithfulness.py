@@ -8,7 +8,12 @@ columns. A thin wrapper over ``hf_faithful.faithfulness.metric.compute_faithfuln
 import datasets
 import evaluate
 
-from hf_faithful.faithfulness.metric import compute_faithfulness
+from hf_faithful.faithfulness.metric import compute_faithfulness, validate_columns
+
+# Columns a caller may leave out; every column is declared in the features so that
+# add_batch / add can carry it, and the ones left out are tracked, not stored as data.
+_OPTIONAL = ("textual_predictions", "visual_predictions", "reliability", "sufficiency")
+_STRING = ("predictions", "references", "textual_predictions", "visual_predictions")
 
 _CITATION = """\
 @misc{liu2025sccm,
@@ -31,18 +36,21 @@ columns give the mean reliability and sufficiency of the crops.
 
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`list` of `str`): the model's answers from the untouched traces (use ""
-        for a missing answer: it counts as wrong).
-    references (`list` of `str`): the reference answers.
-    textual_predictions (`list` of `str`, optional): answers regenerated after do(T).
-    visual_predictions (`list` of `str`, optional): answers regenerated after do(V).
-    reliability (`list` of `float` or None, optional): judge reliability per sample, 0..1.
+    predictions (`list` of `str` or None): the model's answers from the untouched traces
+        (None or "" for a missing answer: it counts as wrong).
+    references (`list` of `str`): the reference answers; None or "" is refused.
+    textual_predictions (`list` of `str` or None, optional): answers regenerated after do(T).
+    visual_predictions (`list` of `str` or None, optional): answers regenerated after do(V).
+    reliability (`list` of `float` or None, optional): judge reliability per sample, 0..1
+        (None = not scored); values outside 0..1 (a 0-10 rating) are refused.
     sufficiency (`list` of `float` or None, optional): judge sufficiency per sample, 0/1.
     match (`str` or callable, default "exact"): "exact" (normalized exact match),
         "choice" (multiple-choice letter) or a callable (prediction, reference) -> bool.
     n_resamples (`int`, default 10000): bootstrap resamples.
     confidence (`float`, default 0.95): interval level.
     seed (`int`, default 0): bootstrap seed.
+    Every column can also be given to `add_batch` / `add`; every batch must hold the same
+    columns. A bad value raises ValueError naming the column and the sample index.
 Returns:
     accuracy, accuracy_ci_low, accuracy_ci_high, n; with textual_predictions:
     textual_accuracy, ate_t, ate_t_ci_low, ate_t_ci_high, ate_t_p_value, ate_t_flipped;
@@ -72,10 +80,68 @@ class McotFaithfulness(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
             features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+                {
+                    **{name: datasets.Value("string") for name in _STRING},
+                    "reliability": datasets.Value("float64"),
+                    "sufficiency": datasets.Value("float64"),
+                }
             ),
             reference_urls=["https://arxiv.org/abs/2510.23482"],
         )
+
+    # evaluate requires every declared column in each batch and checks the type of the
+    # first value only, so the wrappers below validate whole batches (naming column and
+    # sample index), fill the columns left out and remember which ones were given.
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Add a batch of per-sample columns (see the module's inputs)."""
+        unknown = sorted(set(kwargs) - set(_OPTIONAL))
+        if unknown:
+            raise ValueError(
+                f"unknown columns {unknown}; the columns are {list(self._column_names)}"
+            )
+        columns = {"predictions": predictions, "references": references, **kwargs}
+        given = tuple(name for name in self._column_names if columns.get(name) is not None)
+        first = getattr(self, "_given", None)
+        if first is not None and given != first:
+            raise ValueError(
+                f"every batch must hold the same columns: this one has {list(given)}, "
+                f"the first had {list(first)}"
+            )
+        start = getattr(self, "_n_added", 0)
+        n = validate_columns({name: columns.get(name) for name in given}, start=start)
+        batch = {}
+        for name in self._column_names:
+            values = columns.get(name)
+            if values is None:  # left out: stored as a placeholder, dropped in _compute
+                values = [None] * n
+            if name in _STRING:  # no answer: "" (evaluate refuses None as a first value)
+                values = ["" if v is None else v for v in values]
+            batch[name] = [float(v) if isinstance(v, bool) else v for v in values]
+        super().add_batch(**batch)
+        self._given, self._n_added = given, start + n
+
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """Add one sample; optional columns by their plural name (``textual_predictions=``)."""
+        self.add_batch(
+            predictions=[prediction],
+            references=[reference],
+            **{name: [value] for name, value in kwargs.items()},
+        )
+
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """Compute over the batches added so far and the columns given here, if any."""
+        columns = {name: kwargs.pop(name) for name in _OPTIONAL if name in kwargs}
+        if predictions is not None or references is not None:
+            self.add_batch(predictions=predictions, references=references, **columns)
+        elif any(value is not None for value in columns.values()):
+            raise ValueError("columns given without predictions and references")
+        out = super().compute(**kwargs)
+        self._given, self._n_added = None, 0  # evaluate has emptied its data as well
+        return out
+
+    @property
+    def _column_names(self):
+        return tuple(self._feature_names())
 
     def _compute(
         self,
@@ -90,13 +156,20 @@ class McotFaithfulness(evaluate.Metric):
         confidence=0.95,
         seed=0,
     ):
+        given = getattr(self, "_given", None) or ("predictions", "references")
+        columns = {
+            name: values if name in given else None
+            for name, values in (
+                ("textual_predictions", textual_predictions),
+                ("visual_predictions", visual_predictions),
+                ("reliability", reliability),
+                ("sufficiency", sufficiency),
+            )
+        }
         return compute_faithfulness(
             predictions,
             references,
-            textual_predictions,
-            visual_predictions,
-            reliability,
-            sufficiency,
+            **columns,
             match=match,
             n_resamples=n_resamples,
             confidence=confidence,

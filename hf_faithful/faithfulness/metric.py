@@ -11,18 +11,77 @@ unscored samples). Answers are matched with ``match`` (see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 from hf_faithful.faithfulness.stats import intervention_effects, mean_score
 from hf_faithful.mcot.answers import AnswerMatcher, MatchMode, get_matcher, match_answers
 
-__all__ = ["compute_faithfulness"]
+__all__ = ["ANSWER_COLUMNS", "SCORE_COLUMNS", "compute_faithfulness", "validate_columns"]
+
+# The per-sample columns: answers (str, None = no answer) and judge scores (0..1, None).
+ANSWER_COLUMNS = ("predictions", "references", "textual_predictions", "visual_predictions")
+SCORE_COLUMNS = ("reliability", "sufficiency")
 
 
-def _check_column(name: str, values: Sequence[Any] | None, n: int) -> None:
-    if values is not None and len(values) != n:
-        raise ValueError(f"{name} has {len(values)} values, predictions has {n}")
+def _check_answer(name: str, index: int, value: Any) -> None:
+    if value is None:
+        if name == "references":
+            raise ValueError(f"references[{index}] is None: every sample needs a reference")
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"{name}[{index}] must be a string or None, got {type(value).__name__}")
+    if name == "references" and not value.strip():
+        raise ValueError(f"references[{index}] is empty: every sample needs a reference")
+
+
+def _check_score(name: str, index: int, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Real):
+        raise ValueError(
+            f"{name}[{index}] must be a number in [0, 1] or None, got {type(value).__name__}"
+        )
+    if math.isnan(value):
+        raise ValueError(f"{name}[{index}] is NaN: use None for an unscored sample")
+    if not 0 <= value <= 1:
+        raise ValueError(
+            f"{name}[{index}] = {value!r} is outside [0, 1]: judge scores are 0..1 "
+            "(divide a 0-10 rating by 10)"
+        )
+
+
+def validate_columns(columns: Mapping[str, Sequence[Any] | None], *, start: int = 0) -> int:
+    """Check per-sample columns (``ANSWER_COLUMNS`` + ``SCORE_COLUMNS`` by name; a missing
+    or None optional column is absent) and return their length.
+
+    Bad values are refused, not scored: a None or empty reference would make a sample
+    count as wrong (or "" == "" as right), a 0-10 rating would be averaged as if 0..1.
+    The ValueError names the column and the index (``start`` + position, for batches).
+    """
+    unknown = set(columns) - {*ANSWER_COLUMNS, *SCORE_COLUMNS}
+    if unknown:
+        raise ValueError(f"unknown columns {sorted(unknown)}")
+    for name in ("predictions", "references"):
+        if columns.get(name) is None:
+            raise ValueError(f"{name} is required")
+    for name, values in columns.items():
+        if values is not None and (
+            isinstance(values, str | bytes) or not hasattr(values, "__len__")
+        ):
+            raise ValueError(f"{name} must be a list, got {type(values).__name__}")
+    n = len(columns["predictions"])
+    for name, values in columns.items():
+        if values is None:
+            continue
+        if len(values) != n:
+            raise ValueError(f"{name} has {len(values)} values, predictions has {n}")
+        check = _check_answer if name in ANSWER_COLUMNS else _check_score
+        for i, value in enumerate(values):
+            check(name, start + i, value)
+    return n
 
 
 def compute_faithfulness(
@@ -42,19 +101,22 @@ def compute_faithfulness(
     indices) and mean reliability / sufficiency (bootstrap interval), as a flat dict.
 
     ``ate_t = accuracy(textual_predictions) - accuracy(predictions)``, likewise ``ate_v``;
-    keys of a missing column are absent. A None prediction counts as wrong.
+    keys of a missing column are absent. A None or "" prediction (no answer) counts as
+    wrong; bad values raise ValueError naming the column and index (see
+    :func:`validate_columns`).
     """
-    n = len(predictions)
+    n = validate_columns(
+        {
+            "predictions": predictions,
+            "references": references,
+            "textual_predictions": textual_predictions,
+            "visual_predictions": visual_predictions,
+            "reliability": reliability,
+            "sufficiency": sufficiency,
+        }
+    )
     if n == 0:
         raise ValueError("predictions is empty")
-    _check_column("references", references, n)
-    for name, column in (
-        ("textual_predictions", textual_predictions),
-        ("visual_predictions", visual_predictions),
-        ("reliability", reliability),
-        ("sufficiency", sufficiency),
-    ):
-        _check_column(name, column, n)
     matcher = get_matcher(match)
     stats = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
     base = match_answers(predictions, references, matcher)

@@ -254,7 +254,8 @@ class FaithfulnessEvaluator:
         report: FaithfulnessReport,
         stats: dict[str, Any],
     ) -> None:
-        """Regenerate the answers under every condition; fill in the effects."""
+        """Regenerate the answers from the untouched prefixes and from every prefix an
+        intervention changed; fill in the effects, n_intervened and the warnings."""
         cfg = self.config
         conditions = self._conditions(valid)
         changed = {

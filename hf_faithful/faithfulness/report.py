@@ -126,7 +126,7 @@ class FaithfulnessReport:
             + f"; baseline of the effects: {self.config.get('baseline')}.",
             "",
             f"| condition | accuracy | ATE | {level} CI | McNemar p | lost | gained | "
-            "intervened | baseline accuracy |",
+            "traces (intervened of valid) | baseline accuracy on them |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         if self.accuracy is not None:

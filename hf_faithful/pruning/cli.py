@@ -118,6 +118,25 @@ def _config(args: argparse.Namespace) -> PruningConfig:
     )
 
 
+def _check_architecture(model: str, trust_remote_code: bool) -> None:
+    """Refuse an architecture that compression cannot handle from its config alone,
+    before minutes of loading weights; a config that cannot be read is left to the
+    loader's error (the pruner checks the loaded model again)."""
+    from transformers import AutoConfig
+
+    from hf_faithful.pruning.compress import check_compressible
+
+    path = Path(model).expanduser()
+    looks_local = model.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not (path / "config.json").is_file():
+        return  # load_causal_lm names the missing folder or config.json
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - load_causal_lm reports it with its own message
+        return
+    check_compressible(config)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
@@ -140,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
     calibration = (
         args.calibration.read_text(encoding="utf-8") if args.calibration else calibration_text()
     )
+
+    if args.model is not None:  # the bundled reference model is a Llama
+        _check_architecture(args.model, args.trust_remote_code)
 
     state = PartialState()
     main = state.is_main_process

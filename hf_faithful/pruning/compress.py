@@ -1,14 +1,41 @@
-"""Physically remove masked heads and channels: slice the weights into a smaller model."""
+"""Physically remove masked heads and channels: slice the weights into a smaller model.
+
+``check_compressible`` runs the whole path (mask, compress, compare) on a tiny random
+copy of a config, so an architecture that only looks Llama-like is refused before
+hours of optimization rather than after.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
 from accelerate import init_empty_weights
+from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from hf_faithful.models.modeling_pruned import PrunedLlamaConfig, PrunedLlamaForCausalLM
-from hf_faithful.pruning.units import PrunableLayer
+from hf_faithful.pruning.units import PrunableLayer, UnitMasks, find_prunable_layers
+
+# Sizes of the tiny copy ``check_compressible`` builds: 2 KV groups of 2 query heads.
+_TINY = {
+    "vocab_size": 64,
+    "intermediate_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+_CHECKED: dict[str, str | None] = {}  # tiny config (JSON) -> refusal reason, None if fine
+
+
+def check_layer_names(layers: list[PrunableLayer]) -> None:
+    """Raise unless the layers sit at ``model.layers.N``, where the pruned model puts them."""
+    for i, layer in enumerate(layers):
+        if layer.name != f"model.layers.{i}":
+            raise ValueError(
+                f"compress expects a *ForCausalLM with decoder layers at model.layers.N, "
+                f"found {layer.name!r}"
+            )
 
 
 def _kept_indices(layer: PrunableLayer, heads: torch.Tensor, channels: torch.Tensor):
@@ -37,12 +64,7 @@ def compress_model(
     """
     config = model.config
     text_config = config.text_config if isinstance(config, PrunedLlamaConfig) else config
-    for i, layer in enumerate(layers):
-        if layer.name != f"model.layers.{i}":
-            raise ValueError(
-                f"compress expects a *ForCausalLM with decoder layers at model.layers.N, "
-                f"found {layer.name!r}"
-            )
+    check_layer_names(layers)
     head_parts = heads.split([layer.num_kv_heads for layer in layers])
     channel_parts = channels.split([layer.intermediate_size for layer in layers])
     # layers that lose every head keep only o_proj (as a 0-input projection)
@@ -110,11 +132,14 @@ def compress_model(
             f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
     pruned.tie_weights()
-    # buffers (rotary frequencies) were created on CPU: follow the weights
+    # buffers (rotary frequencies, Gemma's embedding scale) were created on CPU: follow
+    # the module's weights, or the embeddings where the module has none. (`is None`, not
+    # `or`: a weight tensor has no truth value.)
+    embeddings = pruned.get_input_embeddings().weight
     for module in pruned.modules():
         for key, buf in module.named_buffers(recurse=False):
-            owner = next(module.parameters(), None) or pruned.get_input_embeddings().weight
-            module._buffers[key] = buf.to(owner.device)
+            owner = next(module.parameters(), None)
+            module._buffers[key] = buf.to((embeddings if owner is None else owner).device)
     if getattr(model, "generation_config", None) is not None:
         pruned.generation_config = model.generation_config
     pruned.config._name_or_path = getattr(config, "_name_or_path", "")
@@ -125,3 +150,138 @@ def compress_model(
 
         pruned = dispatch_model(pruned, device_map=device_map)
     return pruned.eval()
+
+
+def _text_config(config: PretrainedConfig) -> PretrainedConfig:
+    if isinstance(config, PrunedLlamaConfig):
+        return config.text_config
+    return config.get_text_config(decoder=True)
+
+
+def _tiny_copy(text_config: PretrainedConfig) -> PretrainedConfig:
+    """``text_config`` with 2 layers and small widths; everything else (norms, rope,
+    softcapping, sliding windows, scalings) is kept, since that is what is checked."""
+    values = text_config.to_dict()
+    layers = values.get("num_hidden_layers")
+    per_head = values["hidden_size"] // values["num_attention_heads"]
+    values.update(_TINY)
+    # the same hidden width per query head: models that derive head_dim from it, or
+    # assume heads * head_dim == hidden_size, stay consistent
+    values["hidden_size"] = _TINY["num_attention_heads"] * per_head
+    for key, value in list(values.items()):  # per-layer lists (layer_types, ...)
+        if isinstance(value, list) and layers and len(value) == layers:
+            values[key] = value[: _TINY["num_hidden_layers"]]
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        values[key] = None  # ids of the real vocabulary do not fit the tiny one
+    return type(text_config).from_dict(values)
+
+
+def _randomize(model: torch.nn.Module) -> None:
+    # Default inits give near-zero logits, under which a dropped logit scale or a
+    # softcap goes unnoticed: use O(1) activations and norms away from their init.
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 2.0 / param.shape[-1] ** 0.5)
+            else:
+                param.add_(torch.randn_like(param), alpha=0.1)
+
+
+def _full_width_norms(layers: list[PrunableLayer]) -> list[str]:
+    """q_norm / k_norm that normalize all heads together (OLMo-2), not one head at a time."""
+    found = []
+    for layer in layers:
+        for name, heads in (("q_norm", layer.num_heads), ("k_norm", layer.num_kv_heads)):
+            weight = getattr(getattr(layer.attention, name, None), "weight", None)
+            if heads > 1 and weight is not None and weight.numel() == heads * layer.head_dim:
+                found.append(name)
+    return sorted(set(found))
+
+
+@torch.no_grad()
+def _dry_run(tiny: PretrainedConfig) -> str | None:
+    """Why compressing models of ``tiny``'s architecture is not exact, or None."""
+    model = AutoModelForCausalLM.from_config(tiny).float().eval()
+    _randomize(model)
+    layers = find_prunable_layers(model)
+    check_layer_names(layers)
+    norms = _full_width_norms(layers)
+    if norms:
+        return (
+            f"its {' and '.join(norms)} normalize over all heads together (one RMSNorm over "
+            "the full width), so removing a head changes the others and no per-head slice "
+            "of the weights is equivalent"
+        )
+    # layer 0 loses every head (an EmptyAttention), the others keep their last KV group
+    heads = torch.cat(
+        [torch.zeros(layers[0].num_kv_heads)]
+        + [
+            torch.arange(layer.num_kv_heads).ge(layer.num_kv_heads - 1).float()
+            for layer in layers[1:]
+        ]
+    )
+    channels = torch.cat([torch.arange(n.intermediate_size) % 2 for n in layers]).float()
+    masks = UnitMasks(layers)
+    masks.set(heads, channels)
+    ids = torch.randint(0, tiny.vocab_size, (2, 8))
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, :3] = 0  # left padding, as in batched generation
+    generate = {
+        "max_new_tokens": 3,
+        "do_sample": False,
+        "pad_token_id": 0,
+        "output_logits": True,
+        "return_dict_in_generate": True,
+    }
+    with masks.applied():
+        masked = model(ids).logits
+        masked_steps = model.generate(ids, attention_mask=attention_mask, **generate).logits
+    pruned = compress_model(model, layers, heads, channels)
+    compressed = pruned(ids).logits
+    tolerance = 1e-4 * max(1.0, float(masked.abs().max()))
+    if not torch.allclose(compressed, masked, rtol=0, atol=tolerance):
+        error = float((compressed - masked).abs().max())
+        return (
+            f"the compressed model's logits differ from the masked model's by {error:.3g} "
+            "(its *ForCausalLM does more than the decoder and a plain LM head)"
+        )
+    steps = pruned.generate(ids, attention_mask=attention_mask, **generate).logits
+    if not all(torch.allclose(a, b, rtol=0, atol=tolerance) for a, b in zip(steps, masked_steps)):
+        return "the compressed model generates differently from the masked model"
+    return None
+
+
+def check_compressible(config: PretrainedConfig) -> None:
+    """Raise ValueError, naming the model type, unless its models compress exactly.
+
+    Compression rebuilds the source's decoder inside [`PrunedLlamaForCausalLM`] with
+    per-layer sizes. Architectures that pass as Llama-like but are not (OLMo-2's
+    full-width q_norm / k_norm couple the heads; Cohere scales its logits in the head)
+    would crash, or silently differ, only after the optimization. A tiny random copy of
+    the config is masked, compressed and compared instead, in well under a second, and
+    the verdict is cached per architecture and settings.
+    """
+    text_config = _text_config(config)
+    model_type = getattr(text_config, "model_type", None) or type(text_config).__name__
+    try:
+        tiny = _tiny_copy(text_config)
+        key = json.dumps(tiny.to_dict(), sort_keys=True, default=str)
+    except Exception as exc:  # noqa: BLE001 - any failure means the check cannot run
+        raise ValueError(
+            f"cannot check that model_type {model_type!r} compresses exactly: its config "
+            f"does not shrink to a tiny copy ({type(exc).__name__}: {exc})"
+        ) from exc
+    if key not in _CHECKED:
+        try:
+            with torch.random.fork_rng(devices=[]):  # leave the caller's random stream alone
+                torch.manual_seed(0)
+                _CHECKED[key] = _dry_run(tiny)
+        except Exception as exc:  # noqa: BLE001 - a crash is the verdict
+            _CHECKED[key] = f"a pruned tiny copy fails ({type(exc).__name__}: {exc})"
+    reason = _CHECKED[key]
+    if reason is not None:
+        raise ValueError(
+            f"cannot prune model_type {model_type!r}: {reason}. Supported are Llama-family "
+            "decoders whose attention and MLP work head by head and channel by channel "
+            "(llama, mistral, qwen2, qwen3, gemma, gemma2, ...)"
+        )

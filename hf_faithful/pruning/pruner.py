@@ -91,6 +91,7 @@ class PolicyGradientPruner:
         if not isinstance(self.config, PruningConfig):
             raise ValueError(f"config must be a PruningConfig, got {type(self.config).__name__}")
         self.layers = find_prunable_layers(model)
+        self._check_compressible()
         self.masks = UnitMasks(self.layers)
         self.head_sizes = self.masks.head_sizes
         self.channel_sizes = self.masks.channel_sizes
@@ -117,6 +118,16 @@ class PolicyGradientPruner:
         self._scheduler_state: dict[str, Any] | None = None
         self._project_heads = BudgetProjection(self.head_sizes, self.config.budget == "layer")
         self._project_channels = BudgetProjection(self.channel_sizes, self.config.budget == "layer")
+
+    def _check_compressible(self) -> None:
+        """Refuse, before any optimization, a model that ``compress`` could not shrink
+        exactly (layers elsewhere than ``model.layers.N``, OLMo-2's full-width norms)."""
+        from hf_faithful.pruning.compress import check_compressible, check_layer_names
+
+        check_layer_names(self.layers)
+        config = getattr(self.model, "config", None)
+        if config is not None:
+            check_compressible(config)
 
     @classmethod
     def from_pretrained(

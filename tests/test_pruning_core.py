@@ -133,8 +133,8 @@ def test_projection_hand_computed():
     proj(s, keep=0.5)  # sum must drop from 2.2 to 2.0: v = 0.05
     torch.testing.assert_close(s, torch.tensor([0.85, 0.75, 0.25, 0.15]), atol=1e-6, rtol=0)
     s = torch.tensor([1.5, 0.2, 0.1, -0.3])
-    proj(s, keep=0.5)  # already within budget after clamping: no shift
-    torch.testing.assert_close(s, torch.tensor([1.0, 0.2, 0.1, 0.0]))
+    proj(s, keep=0.5)  # under budget: shifted up, tau = -1/3 (the sum must equal 2.0)
+    torch.testing.assert_close(s, torch.tensor([1.0, 1.6 / 3, 1.3 / 3, 0.1 / 3]), atol=1e-6, rtol=0)
     # per layer, unequal layer sizes
     proj = BudgetProjection([2, 3], per_layer=True)
     s = torch.tensor([1.0, 1.0, 0.9, 0.9, 0.9])

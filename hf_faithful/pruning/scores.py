@@ -198,11 +198,14 @@ def check_head_budget(
 
 
 class BudgetProjection:
-    """Euclidean projection onto ``{s in [0,1]^N : sum s <= budget}`` by bisection.
+    """Euclidean projection onto ``{p in [0,1]^N : sum p = budget}`` by bisection.
 
-    ``s <- clamp(s - v, 0, 1)`` with the smallest ``v >= 0`` meeting the budget, per
-    group (one group per pool for a global budget, one per layer for a layer budget).
-    Work buffers are allocated once.
+    The projection of ``s`` is ``clamp(s - tau, 0, 1)`` for the shift ``tau`` (of either
+    sign) at which the sum equals the budget; the sum falls monotonically in ``tau``, so
+    bisection finds it. The shift is applied to the raw scores: clamping first would
+    move the breakpoints and give another point (``[1.3, .5, .5]`` at budget 1.5
+    projects to ``[1, .25, .25]``, not ``[.83, .33, .33]``). One group per pool for a
+    global budget, one per layer for a layer budget; work buffers are allocated once.
     """
 
     def __init__(self, sizes: list[int], per_layer: bool, iterations: int = 40):
@@ -211,14 +214,18 @@ class BudgetProjection:
         self.iterations = iterations
         groups = len(sizes) if per_layer else 1
         width = max(sizes) if per_layer else sum(sizes)
-        # padded [groups, width] view; padding sits at -1 and never counts
-        self._padded = torch.full((groups, width), -1.0)
+        # padded [groups, width] view; padding sits at -inf, which clamps to 0 for any shift
+        self._padded = torch.full((groups, width), float("-inf"))
         self._work = torch.empty(groups, width)
+        self._valid = torch.zeros(groups, width, dtype=torch.bool)
         self._index = None
         if per_layer and len(set(sizes)) > 1:
             rows = torch.repeat_interleave(torch.arange(groups), torch.tensor(sizes))
             cols = torch.cat([torch.arange(n) for n in sizes])
             self._index = (rows, cols)
+            self._valid[self._index] = True
+        else:
+            self._valid.view(-1)[: sum(sizes)] = True
 
     @torch.no_grad()
     def __call__(self, s: torch.Tensor, keep: float) -> None:
@@ -230,19 +237,25 @@ class BudgetProjection:
             padded.view(-1)[: s.numel()].copy_(s)
         sizes = self.sizes if self.per_layer else [sum(self.sizes)]
         budget = torch.tensor([keep * n for n in sizes])
-        padded.clamp_(max=1.0)
-        lo = torch.zeros(len(sizes))
-        hi = padded.max(1).values.clamp_min(0)
-        over = padded.clamp(0, 1).sum(1) > budget
-        if bool(over.any()):
-            for _ in range(self.iterations):
-                mid = (lo + hi) / 2
-                torch.sub(padded, mid[:, None], out=work)
-                above = work.clamp_(0, 1).sum(1) > budget
-                lo = torch.where(above, mid, lo)
-                hi = torch.where(above, hi, mid)
-        shift = torch.where(over, hi, torch.zeros_like(hi))
-        torch.sub(padded, shift[:, None], out=work)
+        # the sum is n at tau <= min(s) - 1 and 0 at tau >= max(s): the root lies between
+        lo = padded.masked_fill(~self._valid, float("inf")).amin(1) - 1.0
+        hi = padded.amax(1)
+        for _ in range(self.iterations):
+            mid = (lo + hi) / 2
+            torch.sub(padded, mid[:, None], out=work)
+            above = work.clamp_(0, 1).sum(1) > budget
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        # every entry strictly inside (0, 1) at the final bracket is free: solve its
+        # linear piece exactly instead of keeping the bisection's last digit
+        tau = (lo + hi) / 2
+        torch.sub(padded, tau[:, None], out=work)
+        free = (work > 0) & (work < 1)
+        ones = (work >= 1).sum(1)
+        count = free.sum(1)
+        exact = (padded.where(free, 0.0).sum(1) + ones - budget) / count.clamp_min(1)
+        tau = torch.where(count > 0, exact, tau)
+        torch.sub(padded, tau[:, None], out=work)
         work.clamp_(0, 1)
         if self._index is not None:
             s.copy_(work[self._index])

@@ -2,6 +2,7 @@
 local VLM, and the backend factory."""
 
 import base64
+import contextlib
 import copy
 import io
 
@@ -148,6 +149,56 @@ def test_sampling_is_seeded(tiny_vlm):
     assert a == b
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
     assert np.all([isinstance(x, str) for x in a])
+
+
+def test_successive_sampling_calls_draw_new_samples(tiny_vlm):
+    # SCCM's policy answerer lives across steps: reseeding every call to the same value
+    # would repeat the same draws (and, on GPU, reset the training RNG) every step.
+    model, processor = tiny_vlm
+    prompts = [[{"role": "user", "content": [{"type": "text", "text": "hello"}]}]] * 4
+    state = torch.random.get_rng_state()
+    backend = LocalVLMBackend(model, processor, do_sample=True, temperature=2.0, seed=5)
+    calls = [backend.answer(prompts, max_new_tokens=8) for _ in range(3)]
+    assert calls[0] != calls[1] and calls[1] != calls[2] and calls[0] != calls[2]
+    assert torch.equal(state, torch.random.get_rng_state())
+    # Still seeded: a backend built alike draws the same sequence.
+    again = LocalVLMBackend(model, processor, do_sample=True, temperature=2.0, seed=5)
+    assert [again.answer(prompts, max_new_tokens=8) for _ in range(3)] == calls
+
+
+def test_cuda_random_state_is_forked_too(tiny_vlm, monkeypatch):
+    """Where CUDA is available, every device's RNG is forked (manual_seed reseeds them all)."""
+    model, processor = tiny_vlm
+    forked = []
+    fork_rng = torch.random.fork_rng
+
+    @contextlib.contextmanager
+    def recording_fork_rng(devices=None, **kwargs):
+        forked.append(devices)
+        with fork_rng(devices=[]):  # this machine may have no CUDA to fork
+            yield
+
+    monkeypatch.setattr(torch.random, "fork_rng", recording_fork_rng)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    prompt = [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
+    LocalVLMBackend(model, processor).answer([prompt], max_new_tokens=2)
+    assert forked == [[0, 1]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_random_state_is_restored(tiny_vlm):
+    model, processor = tiny_vlm
+    prompt = [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
+    model.cuda()
+    try:
+        torch.cuda.manual_seed_all(123)
+        states = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+        LocalVLMBackend(model, processor, do_sample=True).answer([prompt], max_new_tokens=4)
+        after = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+        assert all(torch.equal(a, b) for a, b in zip(states, after))
+    finally:
+        model.cpu()
 
 
 def test_build_backend_endpoint_and_tiny():

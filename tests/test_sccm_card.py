@@ -66,3 +66,25 @@ def test_model_card_renders(tmp_path):
     assert 'from_pretrained("me/qwen-sccm")' in text
     local = sccm_model_card(config, base_model=str(tmp_path))
     assert local.data.base_model is None and f"`{tmp_path}`" in str(local)
+
+
+def test_card_cites_sccm_as_the_method_and_grpo_as_the_algorithm(tmp_path):
+    args = SCCMConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
+    card = sccm_model_card(
+        args,
+        base_model=None,  # built in memory: no name or path recorded
+        datasets=["me/zoom-vqa", str(tmp_path)],  # a local path is not a Hub dataset
+        tags=["mine"],
+        box_coords="normalized_1000",
+    )
+    text = str(card)
+    assert card.data.base_model is None and card.data.model_name == "sccm-model"
+    assert card.data.datasets == ["me/zoom-vqa"] and "mine" in card.data.tags
+    assert (
+        "On the Faithfulness of Visual Thinking" in text and "eprint        = {2510.23482}" in text
+    )
+    citation = text.split("## Citation", 1)[1]
+    assert citation.index("2510.23482") < citation.index("shao2024deepseekmath")
+    assert "SCCM, the method" in citation and "GRPO, the reinforcement-learning" in citation
+    assert "(0-1000 normalized coordinates)" in text
+    assert "None" not in text.split("## Rewards")[0]  # no "None" title or base model

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import io
+import json
 
 import pandas as pd
 import pytest
@@ -10,8 +12,9 @@ from PIL import Image
 from transformers.utils import get_json_schema
 
 from hf_faithful.mcot.zoom import BoxRules, InvalidBoxError
-from hf_faithful.sccm.data import load_deepeyes
-from hf_faithful.sccm.environment import ZoomInEnvironment
+from hf_faithful.sccm.data import DEEPEYES_SYSTEM_PROMPT, load_deepeyes, with_prompt_column
+from hf_faithful.sccm.environment import ZoomInEnvironment, forget_unseen_crops
+from hf_faithful.testing.tiny_vlm import build_tiny_processor
 
 
 def _image(width: int = 200, height: int = 100) -> Image.Image:
@@ -91,11 +94,67 @@ def test_only_the_tool_is_public_and_its_schema_is_valid():
         if not n.startswith("_") and callable(getattr(ZoomInEnvironment, n))
     ]
     assert sorted(public) == ["image_zoom_in_tool", "reset"]
-    schema = get_json_schema(ZoomInEnvironment().image_zoom_in_tool)
-    function = schema["function"]
-    assert function["name"] == "image_zoom_in_tool"
-    assert function["parameters"]["properties"]["bbox_2d"]["type"] == "array"
-    assert "0-1000" in function["parameters"]["properties"]["bbox_2d"]["description"]
+    # TRL finds tools as functions on the class, then reads them from the instance.
+    tools = dict(inspect.getmembers(ZoomInEnvironment, predicate=inspect.isfunction))
+    assert "image_zoom_in_tool" in tools
+    for coords in ("absolute", "normalized_1000"):
+        schema = get_json_schema(ZoomInEnvironment(BoxRules(coords=coords)).image_zoom_in_tool)
+        function = schema["function"]
+        assert function["name"] == "image_zoom_in_tool"
+        assert function["parameters"]["properties"]["bbox_2d"]["type"] == "array"
+        assert function["parameters"]["required"] == ["bbox_2d"]  # as in DeepEyes
+
+
+@pytest.mark.parametrize(
+    "family, rules, says, never",
+    [
+        ("qwen3_vl", BoxRules(coords="normalized_1000"), "normalized to 0-1000", "pixel"),
+        ("qwen2_5_vl", BoxRules(coords="absolute"), "absolute pixel", "0-1000"),
+        ("qwen2_5_vl", None, "absolute pixel", "0-1000"),  # the default rules
+    ],
+)
+def test_the_model_is_shown_one_coordinate_convention(family, rules, says, never):
+    """What the chat template renders for the tool names the convention its rules read, only."""
+    env = ZoomInEnvironment(rules)
+    processor = build_tiny_processor(family)
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": "zoom"}], tools=[env.image_zoom_in_tool], tokenize=False
+    )
+    tools = json.loads(text.split("<tools>\n")[1].split("\n</tools>")[0])
+    bbox = tools["function"]["parameters"]["properties"]["bbox_2d"]
+    assert says in bbox["description"] and never not in bbox["description"]
+    assert tools["function"]["parameters"]["required"] == ["bbox_2d"]
+    # Changing the rules changes the description with them.
+    other = "normalized_1000" if env.rules.coords == "absolute" else "absolute"
+    env.rules = BoxRules(coords=other)
+    assert not env.has_default_rules
+    schema = get_json_schema(env.image_zoom_in_tool)["function"]["parameters"]
+    assert says not in schema["properties"]["bbox_2d"]["description"]
+
+
+def test_forget_unseen_crops_keeps_the_crops_in_the_completion():
+    env = ZoomInEnvironment()
+    env.reset(image=_image())
+    first = env.image_zoom_in_tool([0, 0, 50, 50])
+    env.image_zoom_in_tool([0, 0, 100, 100])
+    completion = [
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function"}]},
+        {"role": "tool", "name": "image_zoom_in_tool", "content": first},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function"}]},
+    ]
+    forget_unseen_crops(env, completion)
+    forget_unseen_crops(env, completion)  # idempotent
+    assert [b.to_list() for b in env.boxes] == [[0, 0, 50, 50]] and env.unseen_crops == 1
+    # A same-sized copy is not the crop the tool returned: only identity counts.
+    env.reset(image=_image())
+    [part] = env.image_zoom_in_tool([0, 0, 50, 50])
+    copy = [{"type": "image", "image": part["image"].copy()}]
+    forget_unseen_crops(env, [{"role": "tool", "name": "image_zoom_in_tool", "content": copy}])
+    assert env.crops == [] and env.unseen_crops == 1
+    env.reset(image=_image())
+    env.image_zoom_in_tool([0, 0, 50, 50])
+    forget_unseen_crops(env, None)  # not a message list: nothing to check against
+    assert len(env.crops) == 1 and env.unseen_crops == 0
 
 
 def _png(image: Image.Image) -> bytes:
@@ -149,3 +208,26 @@ def test_load_deepeyes_errors(tmp_path):
     pd.DataFrame({"answer": ["x"], "question": ["q"]}).to_parquet(bad)
     with pytest.raises(ValueError, match="no image"):
         load_deepeyes(bad)
+
+
+def test_with_prompt_column_builds_the_deepeyes_prompt():
+    from datasets import Dataset
+
+    plain = Dataset.from_dict(
+        {"image": [_image()], "question": ["<image>\nWhat color?"], "answer": ["red"]}
+    )
+    rows = with_prompt_column(plain)
+    assert rows[0]["prompt"] == load_deepeyes(plain)[0]["prompt"]
+    assert rows[0]["prompt"][0] == {"role": "system", "content": DEEPEYES_SYSTEM_PROMPT}
+    assert rows[0]["prompt"][-1] == {"role": "user", "content": "What color?"}
+    assert with_prompt_column(rows) is rows  # a prompt column is left alone
+    evals = with_prompt_column({"a": plain}, name="eval_dataset")
+    assert evals["a"][0]["prompt"] == rows[0]["prompt"]
+    asked = with_prompt_column(
+        plain.rename_column("question", "query"), "query", system_prompt=None
+    )
+    assert asked[0]["prompt"] == [{"role": "user", "content": "What color?"}]
+    with pytest.raises(ValueError, match=r"'prompt' column, or a 'question' column.*'answer'"):
+        with_prompt_column(plain.remove_columns("question"))
+    with pytest.raises(ValueError, match=r"eval_dataset\['a'\]"):
+        with_prompt_column({"a": plain.remove_columns("question")}, name="eval_dataset")

@@ -90,6 +90,18 @@ def _completion(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
+def _rollout(env: ZoomInEnvironment, text: str, shown: int | None = None) -> list[dict]:
+    """The completion TRL hands the rewards: a tool call and its response for each of the
+    first ``shown`` crops (all by default), then the final turn ``text``."""
+    messages = []
+    for crop in env.crops[:shown]:
+        call = {"type": "function", "function": {"name": "image_zoom_in_tool", "arguments": {}}}
+        messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        content = [{"type": "image", "image": crop}]
+        messages.append({"role": "tool", "name": "image_zoom_in_tool", "content": content})
+    return messages + _completion(text)
+
+
 def test_sufficiency_and_minimality_rewards_hand_computed():
     envs = [
         _env("red", [[0, 0, 10, 10]]),  # correct crop -> r_s 1, r_m 1 - 100/800
@@ -107,8 +119,8 @@ def test_sufficiency_and_minimality_rewards_hand_computed():
             ((20, 20),): "<answer>green</answer>",
         }
     )
-    completions = [_completion("<answer>red</answer>")] * 5 + [
-        _completion("<answer>Green</answer>")
+    completions = [_rollout(env, "<answer>red</answer>") for env in envs[:5]] + [
+        _rollout(envs[5], "<answer>Green</answer>")
     ]
     prompts = [[{"role": "user", "content": "What color?"}]] * 6
     metrics = {}
@@ -135,7 +147,7 @@ def test_sufficiency_and_minimality_rewards_hand_computed():
 
 def test_no_crop_none_and_skip_modes():
     envs = [_env("red", []), _env(None, [[0, 0, 10, 10]]), _env("red", [[0, 0, 10, 10]])]
-    completions = [_completion("<answer>red</answer>")] * 3
+    completions = [_rollout(env, "<answer>red</answer>") for env in envs]
     answerer = RecordingAnswerer({((10, 10),): "red"})
     suff = SufficiencyReward(
         answerer, exact_match, PROMPT, no_reference="skip", no_crop_reward=None
@@ -154,9 +166,11 @@ def test_own_answer_missing_counts_as_insufficient():
     envs = [_env(None, [[0, 0, 10, 10]])]
     answerer = RecordingAnswerer({})
     suff = SufficiencyReward(answerer, exact_match, PROMPT)
-    assert suff(prompts=[None], completions=[_completion("")], environments=envs) == [0.0]
+    completions = [_rollout(envs[0], "")]
+    assert suff(prompts=[None], completions=completions, environments=envs) == [0.0]
     assert answerer.batches == [[]]  # nothing to ask, but the answerer is still called
-    assert MinimalityReward()(completions=[None], environments=envs) == [0.0]
+    assert envs[0].crops and envs[0].sufficient is False
+    assert MinimalityReward()(completions=completions, environments=envs) == [0.0]
 
 
 def test_choice_matching_and_question_from_prompt():
@@ -176,8 +190,39 @@ def test_choice_matching_and_question_from_prompt():
         }
     ]
     suff = SufficiencyReward(answer_fn, choice_match, PROMPT)
-    assert suff(prompts=[prompt], completions=[_completion("x")], environments=[env]) == [1.0]
+    assert suff(prompts=[prompt], completions=[_rollout(env, "x")], environments=[env]) == [1.0]
     assert seen[0][0]["content"][-1]["text"] == "Q: Which color? A or B"
+
+
+def test_crops_the_model_never_saw_earn_nothing():
+    # TRL ran the tool, then dropped its response (it would overflow max_completion_length):
+    # the rollout ends on the tool call, with no answer. Before the fix it scored r_s = 1 and
+    # r_m = 1 - 100/800 from the crop recorded at call time.
+    truncated = _env("red", [[0, 0, 10, 10]])
+    # Two zooms, the second response dropped: only the first box counts for minimality.
+    partly = _env("red", [[0, 0, 10, 10], [0, 0, 40, 20]])
+    envs = [truncated, partly]
+    call = {"type": "function", "function": {"name": "image_zoom_in_tool", "arguments": {}}}
+    completions = [
+        [{"role": "assistant", "content": "<think>zoom</think>", "tool_calls": [call]}],
+        _rollout(partly, "<answer>red</answer>", shown=1)[:-1]
+        + [{"role": "assistant", "content": "", "tool_calls": [call]}],
+    ]
+    answerer = RecordingAnswerer({((10, 10),): "red"})
+    metrics = {}
+    r_s = SufficiencyReward(answerer, exact_match, PROMPT)(
+        prompts=[None] * 2,
+        completions=completions,
+        environments=envs,
+        log_metric=metrics.__setitem__,
+    )
+    r_m = MinimalityReward()(completions=completions, environments=envs)
+    assert r_s == [0.0, 1.0] and r_m == [0.0, pytest.approx(1 - 100 / 800)]
+    assert answerer.batches == [[answerer.batches[0][0]]]  # only the crop that was seen
+    assert truncated.crops == [] and truncated.unseen_crops == 1
+    assert [b.to_list() for b in partly.boxes] == [[0, 0, 10, 10]] and partly.unseen_crops == 1
+    assert metrics["sccm/unseen_crops_per_rollout"] == 1.0
+    assert metrics["sccm/crops_per_rollout"] == 0.5
 
 
 def test_minimality_requires_sufficiency_first_and_environments():

@@ -17,18 +17,25 @@ when they carry at most 4 vision tokens, else "blue". Hence, hand-computed:
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import torch
 from datasets import Dataset
+from huggingface_hub import ModelCard
 from PIL import Image
+from transformers.utils import get_json_schema
 
 from hf_faithful.mcot.backends import LocalVLMBackend
+from hf_faithful.mcot.zoom import BoxRules
 from hf_faithful.sccm.config import SCCMConfig
-from hf_faithful.sccm.data import load_deepeyes
+from hf_faithful.sccm.data import DEEPEYES_SYSTEM_PROMPT, load_deepeyes
+from hf_faithful.sccm.environment import ZoomInEnvironment
+from hf_faithful.sccm.rewards import answer_accuracy, answer_format
 from hf_faithful.sccm.trainer import SCCMRewardTrainer
 from hf_faithful.testing.tiny_vlm import (
     CHAT_TEMPLATES,
@@ -400,3 +407,137 @@ def test_rollouts_without_tool_calls(tmp_path, qwen3_path):
         log["rewards/sccm_sufficiency/mean"] == -0.25
         and log["rewards/sccm_minimality/mean"] == -0.25
     )
+
+
+def test_crops_whose_tool_response_was_dropped_earn_nothing(tmp_path, qwen3_path):
+    # Every rollout zooms in, but the tool response would overflow max_completion_length:
+    # TRL drops it (after the tool ran) and the rollout ends on its tool call, without an
+    # answer. The model never saw the crop, so it earns neither r_s nor r_m (before the fix:
+    # r_s = 1 and r_m = 0.75 from the crop recorded when the tool was called).
+    model, processor = load_tiny_vlm(qwen3_path)
+    call = CALL.format(box="[0, 0, 500, 500]")  # a 64x64 crop: "red" to the answerer
+    script_generation(
+        model,
+        processor.tokenizer,
+        lambda prompt, row: "<answer>red</answer>" if "<tools>" not in prompt else call,
+    )
+    budget = len(processor.tokenizer(call, add_special_tokens=False)["input_ids"]) + 4
+    trainer = SCCMRewardTrainer(
+        model,
+        reward_funcs=[answer_accuracy, answer_format],
+        args=config(tmp_path, max_completion_length=budget),
+        train_dataset=dataset(),
+        processing_class=processor,
+    )
+    trainer.train()
+    log = logs(trainer)
+    assert log["tools/call_frequency"] == pytest.approx(1.0)  # the tool did run
+    assert log["rewards/answer_accuracy/mean"] == 0.0 and log["rewards/answer_format/mean"] == 0.0
+    assert log["rewards/sccm_sufficiency/mean"] == 0.0
+    assert log["rewards/sccm_minimality/mean"] == 0.0
+    assert log["sccm/unseen_crops_per_rollout"] == 1.0 and log["sccm/crops_per_rollout"] == 0.0
+    assert all(e.crops == [] and e.unseen_crops == 1 for e in trainer.environments)
+
+
+def test_custom_environment_gets_the_model_rules_and_description(tmp_path, qwen3_path, caplog):
+    class MyEnvironment(ZoomInEnvironment):
+        """A user's environment that does not choose box rules."""
+
+        def reset(self, **row):
+            return super().reset(**row)
+
+    model, processor = load_tiny_vlm(qwen3_path)
+    trainer = SCCMRewardTrainer(
+        model,
+        args=config(tmp_path, box_min_side=8),
+        train_dataset=dataset(),
+        processing_class=processor,
+        environment_factory=MyEnvironment,
+    )
+    [env] = trainer._environment_pool[None]
+    assert isinstance(env, MyEnvironment)
+    assert env.rules == BoxRules(coords="normalized_1000", min_side=8)
+    [tool] = trainer.tools
+    description = get_json_schema(tool)["function"]["parameters"]["properties"]["bbox_2d"]
+    assert "0-1000" in description["description"] and "pixel" not in description["description"]
+    # Rules the environment chose are kept, with a warning when they contradict the model's.
+    absolute = BoxRules(coords="absolute")
+    with caplog.at_level(logging.WARNING, logger="hf_faithful.sccm.trainer"):
+        trainer = SCCMRewardTrainer(
+            model,
+            args=config(tmp_path),
+            train_dataset=dataset(),
+            processing_class=processor,
+            environment_factory=functools.partial(MyEnvironment, rules=absolute),
+        )
+    assert trainer._environment_pool[None][0].rules == absolute
+    assert "writes normalized_1000 ones" in caplog.text
+
+
+def test_image_question_answer_columns_are_enough(tmp_path, qwen3_path):
+    # No prompt column: the trainer builds it (DeepEyes system prompt + question) instead of
+    # failing at step 1 with TRL's "a chat template was applied" error.
+    model, processor = load_tiny_vlm(qwen3_path)
+    script_generation(model, processor.tokenizer, make_script(1000 / 128))
+    image = Image.new("RGB", (128, 128), (230, 20, 20))
+    plain = Dataset.from_dict(
+        {"image": [image], "question": ["What color is the image?"], "answer": ["red"]}
+    )
+    trainer = SCCMRewardTrainer(
+        model, args=config(tmp_path), train_dataset=plain, processing_class=processor
+    )
+    assert trainer.train_dataset[0]["prompt"] == [
+        {"role": "system", "content": DEEPEYES_SYSTEM_PROMPT},
+        {"role": "user", "content": "What color is the image?"},
+    ]
+    trainer.train()
+    assert logs(trainer)["rewards/sccm_sufficiency/mean"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="'prompt' column, or a 'question' column"):
+        SCCMRewardTrainer(
+            model,
+            args=config(tmp_path),
+            train_dataset=plain.remove_columns("question"),
+            processing_class=processor,
+        )
+
+
+def test_save_model_and_checkpoints_write_the_sccm_card(tmp_path, qwen3_path):
+    model, processor = load_tiny_vlm(qwen3_path)
+    model.config._name_or_path = "Qwen/Qwen3-VL-2B-Instruct"  # as if loaded from the Hub
+    script_generation(model, processor.tokenizer, make_script(1000 / 128))
+    args = config(tmp_path, sufficiency_weight=2.0, save_strategy="steps", save_steps=1)
+    trainer = SCCMRewardTrainer(
+        model,
+        reward_funcs=answered_format,
+        args=args,
+        train_dataset=dataset(),
+        processing_class=processor,
+    )
+    trainer.train()
+    saved = tmp_path / "saved"
+    trainer.save_model(str(saved))
+    cards = [saved / "README.md", tmp_path / "out" / "README.md"]
+    cards.append(tmp_path / "out" / "checkpoint-1" / "README.md")
+    for path in cards:
+        card = ModelCard.load(path)
+        text = card.text
+        assert card.data.base_model == "Qwen/Qwen3-VL-2B-Instruct", path
+        assert card.data.model_name == "out" and text.startswith("\n# out\n")
+        assert {"sccm", "grpo", "trl", "hf-faithful"} <= set(card.data.tags)
+        assert "Model Card for" not in text and "introduced in" not in text
+        assert "https://arxiv.org/abs/2510.23482" in text and "@misc{liu2025faithfulness" in text
+        assert "@article{shao2024deepseekmath" in text  # GRPO, the algorithm
+        assert "| sccm_sufficiency | 2.0 |" in text and "| sccm_minimality | 0.5 |" in text
+        assert "| answered_format | 1.0 | user-supplied |" in text
+        assert "Training data: 1 row." in text
+        assert "0-1000 normalized coordinates" in text
+    text = ModelCard.load(saved / "README.md").text
+    # The logged SCCM figures of the hand-computed step.
+    assert "| rewards/sccm_sufficiency/mean | 0.25 |" in text
+    assert "| rewards/sccm_minimality/mean | 0.1875 |" in text
+    assert "| sccm/crops_per_rollout | 0.5 |" in text and "| global_step | 1 |" in text
+    # push_to_hub passes its keyword arguments here.
+    trainer.create_model_card(dataset_name="me/zoom-vqa", tags="mine")
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.datasets == ["me/zoom-vqa"] and "mine" in card.data.tags
+    assert "Training data: `me/zoom-vqa`, 1 row." in card.text

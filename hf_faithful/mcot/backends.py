@@ -73,9 +73,13 @@ def _check_prompts(prompts: Sequence[Prompt], max_new_tokens: int) -> None:
 class LocalVLMBackend:
     """Generate with a local transformers model and its processor (or tokenizer), batched.
 
-    Decoding is greedy by default (``do_sample=False``) so measurements repeat exactly;
-    with sampling, ``seed`` fixes the draws without touching the global RNG. The model's
-    train/eval mode is restored after each call, so it can be the policy being trained.
+    Decoding is greedy by default (``do_sample=False``) so measurements repeat exactly.
+    With sampling, ``seed`` fixes the draws: the n-th call of a backend draws from a state
+    derived from ``(seed, n)``, so two backends built alike repeat each other while
+    successive calls differ. The global CPU and CUDA random states are forked and restored
+    around each call: the backend can answer in the middle of training (SCCM's policy
+    answerer) without resetting the RNG the training samples from. The model's train/eval
+    mode is restored after each call, so it can be the policy being trained.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class LocalVLMBackend:
         if do_sample:
             self.generation_kwargs |= {"temperature": temperature, "top_p": top_p}
         self.seed = seed
+        self._calls = 0  # answer() calls so far: each one draws from its own seed
         self.show_progress = show_progress
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self._multimodal = hasattr(processor, "image_processor")
@@ -171,9 +176,13 @@ class LocalVLMBackend:
         padding_side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "left"  # decoder-only generation needs left padding
         self.model.eval()
+        # manual_seed reseeds every CUDA device too: fork them all, or the caller's GPU
+        # sampling would restart from this seed after every call.
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        self._calls += 1
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                torch.manual_seed(_call_seed(self.seed, self._calls))
                 for flag, idx in tqdm(batches, desc="generating", disable=not self.show_progress):
                     texts = self._generate([prompts[i] for i in idx], flag, max_new_tokens)
                     for i, text in zip(idx, texts):
@@ -182,6 +191,13 @@ class LocalVLMBackend:
             self.model.train(was_training)
             self.tokenizer.padding_side = padding_side
         return outputs
+
+
+def _call_seed(seed: int, call: int) -> int:
+    """The seed of a backend's ``call``-th answer: distinct per call, fixed by ``seed``."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, call]).generate_state(1)[0])
 
 
 def _to_openai_message(message: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,8 @@ so they also work on a plain ``GRPOTrainer`` with ``environment_factory=ZoomInEn
 ``answer_accuracy`` and ``answer_format`` are DeepEyes' task rewards (weights 0.8 / 0.2 in
 its code), which SCCM adds to.
 
+Only crops the model saw count: a crop whose tool response TRL dropped (it would overflow
+``max_completion_length``) is left out (:func:`~hf_faithful.sccm.environment.forget_unseen_crops`).
 Rollouts without a valid crop get ``no_crop_reward`` for both (0.0 by default, ``None`` to
 leave them out). The exact formulas of the paper were not published; this is the project's
 design (see docs/METHODS.md).
@@ -34,7 +36,7 @@ from hf_faithful.mcot.messages import (
     sufficiency_query,
 )
 from hf_faithful.mcot.zoom import Box
-from hf_faithful.sccm.environment import ZoomInEnvironment
+from hf_faithful.sccm.environment import ZoomInEnvironment, forget_unseen_crops
 
 __all__ = [
     "MinimalityReward",
@@ -202,6 +204,7 @@ class SufficiencyReward:
         rewards: list[float | None] = [None] * len(completions)
         targets: dict[int, str] = {}
         for i, (completion, env) in enumerate(zip(completions, environments)):
+            forget_unseen_crops(env, completion)
             env.scored = True
             env.sufficient = None
             env.sufficiency_answer = None
@@ -243,6 +246,9 @@ class SufficiencyReward:
             n = len(completions)
             log_metric("sccm/crops_per_rollout", sum(len(e.crops) for e in environments) / n)
             log_metric("sccm/no_crop_fraction", sum(not e.crops for e in environments) / n)
+            log_metric(
+                "sccm/unseen_crops_per_rollout", sum(e.unseen_crops for e in environments) / n
+            )
             failed = sum(
                 e.failed_calls + count_malformed_tool_calls(c)
                 for e, c in zip(environments, completions)
@@ -280,6 +286,8 @@ class MinimalityReward:
         **kwargs: Any,
     ) -> list[float | None]:
         environments = _check_environments(environments, self.__name__)
+        for env, completion in zip(environments, completions):
+            forget_unseen_crops(env, completion)
         if self.requires_sufficiency and not all(e.scored for e in environments if e.crops):
             raise RuntimeError(
                 "sccm_minimality is gated on sufficiency: put SufficiencyReward before "

@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,11 @@ from trl.chat_template_utils import (
 from trl.models import unwrap_model_for_generation
 
 from hf_faithful.mcot.backends import AnswerBackend, LocalVLMBackend, build_backend
+from hf_faithful.mcot.zoom import BoxRules
+from hf_faithful.sccm.card import SCCM_PAPER, sccm_model_card
 from hf_faithful.sccm.config import SCCMConfig
-from hf_faithful.sccm.environment import ZoomInEnvironment
+from hf_faithful.sccm.data import with_prompt_column
+from hf_faithful.sccm.environment import ZoomInEnvironment, forget_unseen_crops
 from hf_faithful.sccm.rewards import MinimalityReward, SufficiencyReward
 
 logger = logging.getLogger(__name__)
@@ -43,6 +47,38 @@ def _model_type(model: Any, trust_remote_code: bool = False) -> str | None:
     else:
         config = model.config
     return getattr(config, "model_type", None)
+
+
+def _with_model_rules(
+    factory: Callable[[], ZoomInEnvironment], rules: BoxRules
+) -> Callable[[], ZoomInEnvironment]:
+    """``factory`` whose environments read boxes as the trained model writes them.
+
+    An environment built without rules would otherwise read absolute pixels whatever the
+    model; one that chose its own keeps them, with a warning when the coordinates differ.
+    """
+    warned = False
+
+    def build() -> ZoomInEnvironment:
+        nonlocal warned
+        env = factory()
+        if isinstance(env, ZoomInEnvironment):
+            if env.has_default_rules:
+                env.rules = rules
+            elif env.rules.coords != rules.coords and not warned:
+                warned = True
+                logger.warning(
+                    "environment_factory builds environments reading %s boxes, but this model "
+                    "writes %s ones (SCCMConfig.box_coords): keeping the environment's rules",
+                    env.rules.coords,
+                    rules.coords,
+                )
+        return env
+
+    return build
+
+
+_RESULT_PREFIXES = ("rewards/", "sccm/", "tools/")
 
 
 class SCCMRewardTrainer(GRPOTrainer):
@@ -72,7 +108,14 @@ class SCCMRewardTrainer(GRPOTrainer):
       ``answerer=``.
     - Chat templates: Qwen2.5-VL's stock template cannot render tool calls, so it is swapped for
       TRL's Qwen3-VL template (same tokens and turn format); Qwen3-VL's works as is. Boxes are
-      read in absolute pixels for Qwen2.5-VL and in 0..1000 for Qwen3-VL (``box_coords="auto"``).
+      read in absolute pixels for Qwen2.5-VL and in 0..1000 for Qwen3-VL (``box_coords="auto"``),
+      and the tool's description shown to the model states that convention only.
+    - Only crops the model saw are rewarded: when TRL drops a tool response that would overflow
+      ``max_completion_length``, the crop is taken out of the rollout's record.
+    - Data: rows need an image and a conversational ``prompt``; a dataset with only ``image``,
+      ``question`` and ``answer`` columns gets its prompt built like ``load_deepeyes`` does.
+    - Model card: ``save_model``, checkpoints and ``push_to_hub`` write the SCCM card (base model,
+      data, reward weights, the last logged SCCM figures, the SCCM and GRPO citations).
 
     Where it runs:
 
@@ -93,13 +136,15 @@ class SCCMRewardTrainer(GRPOTrainer):
         reward_processing_classes, callbacks, optimizers, peft_config, quantization_config,
         tools: as in [`~trl.GRPOTrainer`]; ``reward_funcs`` may be omitted (SCCM rewards only).
         environment_factory: defaults to [`ZoomInEnvironment`] with ``args.box_rules()``; a custom
-            factory must build ``ZoomInEnvironment`` subclasses (the rewards read their crops).
+            factory must build ``ZoomInEnvironment`` subclasses (the rewards read their crops),
+            and those built without rules get ``args.box_rules()`` for the model.
         answer_match: ``(prediction, reference) -> bool`` overriding ``args.answer_match``.
         answerer: an [`AnswerBackend`] overriding ``args.answerer``.
     """
 
     _tag_names = ["trl", "grpo", "sccm", "hf-faithful"]
     _name = "SCCM"
+    _paper = SCCM_PAPER
 
     def __init__(
         self,
@@ -125,14 +170,21 @@ class SCCMRewardTrainer(GRPOTrainer):
         args.reward_weights = self._reward_weights(args, len(user_funcs))
         model_type = _model_type(model, args.trust_remote_code)
         processing_class = self._tool_processor(model, processing_class, model_type, args)
+        rules = args.box_rules(model_type)
+        self._box_coords = rules.coords
         if environment_factory is None:
             environment_factory = functools.partial(
                 ZoomInEnvironment,
-                rules=args.box_rules(model_type),
+                rules=rules,
                 image_column=args.image_column,
                 question_column=args.question_column,
                 answer_column=args.answer_column,
             )
+        else:
+            environment_factory = _with_model_rules(environment_factory, rules)
+        train_dataset = with_prompt_column(train_dataset, args.question_column)
+        eval_dataset = with_prompt_column(eval_dataset, args.question_column, name="eval_dataset")
+        self._sufficiency_calls = 0
         if reward_processing_classes is not None:  # none for the two SCCM functions
             reward_processing_classes = [*_as_list(reward_processing_classes), None, None]
         self._answerer = answerer
@@ -250,6 +302,20 @@ class SCCMRewardTrainer(GRPOTrainer):
             ),
         ]
 
+    def _tool_call_loop(self, *args: Any, **kwargs: Any) -> tuple:
+        """TRL's tool loop, then each rollout's record cut to the crops the model saw.
+
+        TRL runs the tool before it checks the length, and drops a response that would
+        overflow ``max_completion_length``: such a crop is recorded but was never seen.
+        The rewards cut it too; doing it here also shows user reward functions the truth.
+        """
+        result = super()._tool_call_loop(*args, **kwargs)
+        completions = result[1]
+        for env, completion in zip(self.environments or [], completions):
+            if isinstance(env, ZoomInEnvironment):
+                forget_unseen_crops(env, completion)
+        return result
+
     def _tokenize_prompts(self, prompts: list):
         # TRL 1.16 merges the per-prompt image fields of environment rollouts into lists of
         # numpy rows, which its tool loop cannot split when no tool call of a turn has returned
@@ -295,7 +361,87 @@ class SCCMRewardTrainer(GRPOTrainer):
         ):
             if not queries:
                 return []
+            # A fresh seed per call (and rank): a fixed one would restart sampling from the
+            # same random state at every step.
+            self._sufficiency_calls += 1
+            seed = np.random.SeedSequence(
+                [self.args.seed, self.accelerator.process_index, self._sufficiency_calls]
+            ).generate_state(1)[0]
             backend = LocalVLMBackend(
-                unwrapped_model, self.processing_class, batch_size=self.args.sufficiency_batch_size
+                unwrapped_model,
+                self.processing_class,
+                batch_size=self.args.sufficiency_batch_size,
+                seed=int(seed),
             )
             return backend.answer(queries, max_new_tokens=max_new_tokens)
+
+    def _card_results(self) -> dict[str, Any]:
+        """The last logged value of each reward and SCCM / tool figure, and the step count."""
+        results: dict[str, Any] = {}
+        for entry in self.state.log_history:
+            for key, value in entry.items():
+                if key == "reward" or (
+                    key.startswith(_RESULT_PREFIXES) and not key.endswith("/std")
+                ):
+                    results[key] = value
+        if results:
+            results["global_step"] = self.state.global_step
+        return results
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        *,
+        output_dir: str | None = None,
+    ) -> None:
+        """Write the SCCM model card to ``output_dir``/README.md (``args.output_dir`` by default).
+
+        Replaces TRL's GRPO card, which would credit DeepSeekMath with the method; called by
+        ``save_model``, at checkpoints and by ``push_to_hub`` (whose keyword arguments land
+        here: ``dataset_name`` is a Hub dataset id, ``tags`` more tags).
+        """
+        if not self.is_world_process_zero():
+            return
+        if model_name is None:
+            model_name = (
+                self.args.hub_model_id.split("/")[-1]
+                if self.args.hub_model_id
+                else Path(self.args.output_dir).name
+            )
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        tags += [t for t in self._tag_names if t not in tags]
+        n_user = len(self.reward_funcs) - 2
+        user_rewards = [
+            (name, float(weight))
+            for name, weight in zip(
+                self.reward_func_names[:n_user], self.reward_weights[:n_user].tolist()
+            )
+        ]
+        dataset = self.train_dataset
+        rows = None
+        if hasattr(dataset, "__len__"):
+            rows = f"{len(dataset)} row{'' if len(dataset) == 1 else 's'}"
+        described = [f"`{dataset_name}`" if dataset_name else None, rows]
+        card = sccm_model_card(
+            self.args,
+            base_model=getattr(self.model.config, "_name_or_path", None) or None,
+            user_rewards=user_rewards,
+            results=self._card_results(),
+            dataset=", ".join(d for d in described if d) or None,
+            datasets=[dataset_name] if dataset_name else None,
+            repo_id=self.hub_model_id or self.args.hub_model_id,
+            model_name=model_name,
+            tags=tags,
+            box_coords=self._box_coords,
+        )
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        card.save(os.path.join(output_dir, "README.md"))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save as GRPOTrainer does, plus the SCCM model card next to the weights."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            self.create_model_card(output_dir=output_dir or self.args.output_dir)

@@ -134,7 +134,7 @@ def _crop_geometry(trace, target_box: list[int]) -> tuple[float | None, float | 
 def _interval(effect) -> list[float] | None:
     if effect is None:
         return None
-    return [effect.estimate, effect.ci_low, effect.ci_high]
+    return [effect.ate, effect.ci_low, effect.ci_high]
 
 
 def measure(model, processor, test, n_resamples: int) -> dict[str, Any]:

@@ -4,10 +4,10 @@ SCCMRewardTrainer is GRPOTrainer plus a DeepEyes zoom-in tool (real multi-turn r
 and two rewards that make the crops sufficient and minimal (arXiv 2510.23482). Here it
 is combined with DeepEyes-like accuracy and format rewards.
 
-With no arguments: a few steps on CPU with a tiny offline Qwen3-VL (random weights) and
-a small generated dataset of colored squares. A random model cannot call tools yet, so
-in that demo its generation is scripted to zoom into random boxes, which shows every
-moving part (tool calls, crops, sufficiency queries, rewards in the logs) in seconds:
+With no arguments: a few steps on CPU, offline, from hf-faithful's reference VLM (a small
+Qwen3-VL trained here to zoom, ``hf_faithful.load_reference_vlm``) on generated ZoomVQA
+questions. Its tool use is learned, not scripted, so the logs show real zoom-ins, crops,
+sufficiency queries and rewards, in about a minute:
 
     python examples/train_sccm.py
 
@@ -30,27 +30,19 @@ the sufficiency queries, ``--box_coords normalized_1000`` is chosen automaticall
 from __future__ import annotations
 
 import os
-import random
 import sys
 import tempfile
 from dataclasses import dataclass, field
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from datasets import Dataset  # noqa: E402
-from PIL import Image  # noqa: E402
 from transformers import AutoProcessor, HfArgumentParser  # noqa: E402
 
 from hf_faithful import SCCMConfig, SCCMRewardTrainer  # noqa: E402
 from hf_faithful.sccm.data import load_deepeyes  # noqa: E402
 from hf_faithful.sccm.rewards import answer_accuracy, answer_format  # noqa: E402
 
-COLORS = {
-    "red": (220, 30, 30),
-    "green": (30, 180, 60),
-    "blue": (40, 60, 220),
-    "yellow": (230, 210, 40),
-}
+DEMO_QUESTIONS = 16
 
 
 @dataclass
@@ -66,48 +58,14 @@ class ScriptArguments:
     )
 
 
-def demo_dataset(n: int = 8, seed: int = 0) -> Dataset:
-    """Images with one colored square somewhere on a gray background."""
-    rng = random.Random(seed)
-    rows = {"image": [], "question": [], "answer": []}
-    for _ in range(n):
-        color = rng.choice(sorted(COLORS))
-        image = Image.new("RGB", (128, 128), (128, 128, 128))
-        x, y = rng.randrange(0, 96), rng.randrange(0, 96)
-        image.paste(COLORS[color], (x, y, x + 32, y + 32))
-        rows["image"].append(image)
-        rows["question"].append("What color is the square?")
-        rows["answer"].append(color)
-    return Dataset.from_dict(rows)
-
-
-def demo_script(seed: int = 0):
-    """Scripted turns for the random tiny model: zoom into a random box, then answer."""
-    rng = random.Random(seed)
-
-    def script(prompt: str, row: int) -> str:
-        if "<tools>" not in prompt:  # a sufficiency query
-            return f"<answer>{rng.choice(sorted(COLORS))}</answer>"
-        if "<tool_response>" not in prompt:
-            x, y, size = rng.randrange(0, 600), rng.randrange(0, 600), rng.randrange(300, 700)
-            box = [x, y, min(1000, x + size), min(1000, y + size)]
-            return (
-                '<think>Let me look closer.</think><tool_call>\n{"name": "image_zoom_in_tool", '
-                f'"arguments": {{"bbox_2d": {box}}}}}\n</tool_call>'
-            )
-        return f"<answer>{rng.choice(sorted(COLORS))}</answer>"
-
-    return script
-
-
 def main(argv: list[str] | None = None) -> SCCMRewardTrainer:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:  # the offline CPU demo
-        from hf_faithful.testing.tiny_vlm import load_tiny_vlm, save_tiny_vlm, script_generation
+        from hf_faithful.data.zoom_vqa import build_zoom_vqa
+        from hf_faithful.models.reference_vlm import load_reference_vlm
 
         workdir = tempfile.mkdtemp(prefix="sccm-demo-")
-        model, processor = load_tiny_vlm(save_tiny_vlm(os.path.join(workdir, "tiny-qwen3-vl")))
-        script_generation(model, processor.tokenizer, demo_script())
+        model, processor = load_reference_vlm()
         args = SCCMConfig(
             output_dir=os.path.join(workdir, "out"),
             max_steps=3,
@@ -115,7 +73,8 @@ def main(argv: list[str] | None = None) -> SCCMRewardTrainer:
             num_generations=4,
             max_completion_length=256,
             max_tool_calling_iterations=2,
-            learning_rate=1e-3,
+            learning_rate=1e-4,
+            temperature=1.0,
             logging_steps=1,
             save_strategy="no",
             report_to=[],
@@ -123,7 +82,8 @@ def main(argv: list[str] | None = None) -> SCCMRewardTrainer:
             use_cpu=True,
             gradient_checkpointing=False,
         )
-        script, train_dataset = ScriptArguments(), load_deepeyes(demo_dataset())
+        data = build_zoom_vqa(n_train=DEMO_QUESTIONS, n_validation=0, n_test=0)
+        script, train_dataset = ScriptArguments(), load_deepeyes(data["train"])
     else:
         script, args = HfArgumentParser((ScriptArguments, SCCMConfig)).parse_args_into_dataclasses(
             argv

@@ -2,7 +2,7 @@
 
 SFT on generated DeepEyes-format traces: on zoom-needed questions the target model thinks,
 calls ``image_zoom_in_tool`` on the target's grid cell (0..1000 frame, as Qwen3-VL does),
-reads the digit in the returned crop and answers; on global questions it answers from the
+reads the dot's colour in the returned crop and answers; on global questions it answers from the
 whole image. The traces are rendered every way the project later shows them to the model:
 
 - the evaluator's turn-by-turn generation (crops in a user turn wrapped in ``<tool_response>``),
@@ -178,7 +178,7 @@ def conversation(
     color = sample.target_color
     think1 = (
         f"The {color} square is in row {row + 1}, column {col + 1}. "
-        "The digit is too small to read, so I zoom in."
+        "The dot is too small to see, so I zoom in."
     )
     if style == "trl":
         call = {"type": "function", "function": {"name": TOOL_NAME, "arguments": {"bbox_2d": box}}}
@@ -202,9 +202,9 @@ def conversation(
         messages.append({"role": "user", "content": tool_response_content(crop)})
         first_loss = not rerendered
     if rng.random() < 0.5:
-        think2 = f"The zoomed view shows the digit {answer} on the {color} square."
+        think2 = f"The zoomed view shows a {answer} dot on the {color} square."
     else:
-        think2 = f"Now the digit on the {color} square is clear."
+        think2 = f"Now the dot on the {color} square is clear."
     messages.append(
         {
             "role": "assistant",
@@ -218,7 +218,7 @@ DESCRIBE = "Where are the squares, and what colour is each?"
 
 
 def describe(sample) -> str:
-    """Every square's colour and grid cell, in reading order (digits stay unsaid: they are
+    """Every square's colour and grid cell, in reading order (dots stay unsaid: they are
     what the whole view cannot show)."""
     objects = sorted(sample.objects, key=lambda o: o["cell"])
     return " ".join(
@@ -408,7 +408,7 @@ def measure(model, processor, n: int, seed: int, batch_size: int = 16) -> dict:
             _iou(traces[i], samples[i]) for i in idx if traces[i].crops and samples[i].target_box
         ]
         chance = (
-            CHANCE["digit"]
+            CHANCE["mark"]
             if qtype == "zoom_needed"
             else sum(CHANCE[samples[i].template] for i in idx) / len(idx)
         )
@@ -488,7 +488,7 @@ not scripted.
 | architecture | Qwen3-VL, text: {meta["config"]} |
 | image processor | every image (whole view and crops) at most 128x128 px: 16 vision tokens |
 | tokenizer | byte-level BPE with Qwen's pre-tokenizer, vocabulary {meta["vocab_size"]}, trained on the rendered traces |
-| data | ZoomVQA train stream, seed {meta["seed"]}: 768x768 canvases, 3-6 squares on a 4x4 grid, a digit on each |
+| data | ZoomVQA train stream, seed {meta["seed"]}: 768x768 canvases, 3-6 squares on a 4x4 grid, a small dot of one of 4 colours on each |
 | training | SFT, {meta["steps"]} steps of {meta["batch_size"]} conversations, AdamW lr {meta["lr"]} (vision tower frozen at its random init for the first {meta.get("freeze_vision", 0):.0%} of steps, then lr {meta.get("vision_lr")}), cosine, seed {meta["seed"]}; loss on the model's own turns; {meta["train_minutes"]} min on {meta["machine"]} |
 | final training loss | {meta["final_loss"]:.4f} |
 
@@ -507,7 +507,7 @@ at most 2 zoom-ins). Without tools: the direct-mode prompt, whole image only.
 |---|---|---|---|---|---|---|
 {figures}
 
-Chance: zoom-needed questions ask for one of 10 digits; global questions are a count of
+Chance: zoom-needed questions ask for one of 4 dot colours; global questions are a count of
 3-6 squares (0.25) or yes/no (0.5), averaged over the split.
 
 Reproduce: `python scripts/train_reference_vlm.py` (this copy: `{meta["command"]}`,
@@ -543,24 +543,27 @@ def measure_saved(folder: Path, n: int, seed: int, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", default=str(REFERENCE_VLM_DIR))
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--micro-batches", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--vision-lr", type=float, default=1e-4)
+    parser.add_argument("--vision-lr", type=float, default=1e-3)
     parser.add_argument("--init-from", help="continue from a model saved by this script")
     parser.add_argument("--stream-offset", type=int, default=0, help="skip this many samples")
     parser.add_argument(
         "--crop-query",
         type=float,
-        default=0.1,
+        default=0.3,
         help="share of zoom samples asked on the crop alone",
     )
     parser.add_argument(
         "--freeze-vision",
         type=float,
-        default=0.4,
+        default=0.0,
         help="fraction of steps before the vision tower trains",
+    )
+    parser.add_argument(
+        "--pos-embed-std", type=float, default=1.0, help="init std of the vision position table"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab-size", type=int, default=1024)
@@ -593,6 +596,19 @@ def main(argv: list[str] | None = None) -> int:
         corpus = training_corpus(args.tokenizer_corpus, args.seed)
         processor = build_reference_vlm_processor(train_tokenizer(corpus, args.vocab_size))
         model = Qwen3VLForConditionalGeneration(model_config(processor.tokenizer, args.size))
+        # Position embeddings at the scale of the patch embeddings (std ~1 rather than the
+        # default 0.02): the frozen random tower then says *where* each patch is, which the
+        # language model needs to box the target's cell.
+        # And the blocks' residual branches start at zero (attention and MLP outputs), so the
+        # tower starts as "patch + position -> merger": random blocks average the tokens
+        # together (measured: the model could tell which colours are present but neither
+        # where they are nor what a crop shows). They learn from zero once unfrozen.
+        with torch.no_grad():
+            model.model.visual.pos_embed.weight.normal_(0.0, args.pos_embed_std)
+            for block in model.model.visual.blocks:
+                for layer in (block.attn.proj, block.mlp.linear_fc2):
+                    layer.weight.zero_()
+                    layer.bias.zero_()
     for key in ("eos_token_id", "pad_token_id"):
         setattr(model.generation_config, key, getattr(processor.tokenizer, key))
     model.generation_config.bos_token_id = None
@@ -662,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr": args.lr,
         "vision_lr": args.vision_lr,
         "freeze_vision": args.freeze_vision,
+        "pos_embed_std": args.pos_embed_std,
         "parameters": n_params,
         "vocab_size": len(processor.tokenizer),
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),

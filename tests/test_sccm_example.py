@@ -24,12 +24,14 @@ def test_demo_runs_offline_and_logs_sccm_rewards():
     trainer = example.main([])
     steps = [e for e in trainer.state.log_history if "rewards/sccm_sufficiency/mean" in e]
     assert len(steps) == trainer.args.max_steps == 3
+    # the reference VLM's learned behaviour: it zooms (on its zoom-needed questions), its
+    # traces have the DeepEyes format, and its crops earn sufficiency
+    assert sum(e["tools/call_frequency"] for e in steps) > 0
     for entry in steps:
-        assert entry["tools/call_frequency"] == 1.0  # every rollout zoomed once
-        assert (
-            0.0 <= entry["rewards/sccm_minimality/mean"] <= entry["rewards/sccm_sufficiency/mean"]
-        )
-        assert entry["rewards/answer_format/mean"] == 1.0
+        assert 0.0 <= entry["rewards/sccm_minimality/mean"] <= 1.0
+        assert 0.0 <= entry["rewards/sccm_sufficiency/mean"] <= 1.0
+        assert entry["rewards/answer_format/mean"] > 0.5
+    assert trainer.model.config.model_type == "qwen3_vl"
     assert trainer.reward_func_names == [
         "answer_accuracy",
         "answer_format",

@@ -4,12 +4,17 @@ Why it exists: faithfulness figures need a subject that has *learned* to think w
 That needs data where zooming is necessary for some questions and useless for others,
 with the target's box known, so crops can be scored. Every image is a 768x768 canvas with
 3-6 coloured squares on a 4x4 grid of 192-px cells (one square per cell, jittered inside
-it, each colour used once). A digit about 29 px tall is printed on every square.
+it, each colour used once). A small dot (32 px) of one of four mark colours sits on every
+square.
 
-- ``zoom_needed``: "What digit is written on the red square?" The square is easy to find
-  in a downscaled view of the whole image, but the digit is only legible in a crop at full
+- ``zoom_needed``: "What colour is the dot on the red square?" The square is easy to find
+  in a downscaled view of the whole image, but the dot is only visible in a crop at full
   resolution. The reference VLM sees every image at most 128x128: the whole image 6x
-  smaller (the digit becomes under 5 px tall), a one-cell crop 1.5x smaller (about 19 px).
+  smaller (the dot becomes about 5 px, 3% of the vision token that holds it, mixed into
+  the square's colour), a one-cell crop 1.5x smaller (about 21 px, a third of a token).
+  A digit was tried first: a from-scratch vision tower trained on 2 CPU cores never learned
+  to read digit shapes, even in legible crops, while it reads colours within a few hundred
+  steps (see ``scripts/train_reference_vlm.py``).
 - ``global``: "How many squares are in the image?" or "Is there a blue square in the
   image?": answerable from the downscaled view alone.
 
@@ -31,13 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 __all__ = [
     "CANVAS",
     "CHANCE",
     "COLORS",
     "GRID",
+    "MARKS",
     "QUESTION_TYPES",
     "ZoomVQASample",
     "build_zoom_vqa",
@@ -61,11 +67,18 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "cyan": (40, 200, 210),
     "pink": (240, 130, 190),
 }
+# The dots' colours: none of them is a square colour, so a crop shows which is the dot.
+MARKS: dict[str, tuple[int, int, int]] = {
+    "black": (25, 25, 25),
+    "white": (252, 252, 252),
+    "gray": (125, 125, 125),
+    "brown": (115, 65, 25),
+}
 # Chance accuracy of a uniform guess, per question template (used in every report).
-CHANCE = {"digit": 0.1, "count": 0.25, "exists": 0.5}
+CHANCE = {"mark": 1 / len(MARKS), "count": 0.25, "exists": 0.5}
 _BACKGROUND = (235, 235, 228)
 _SPLIT_OFFSET = {"train": 0, "validation": 1_000_003, "test": 2_000_006}
-_FONT_SIZE = 40
+_DOT = 32  # px, the side of the dot
 
 
 @dataclass
@@ -84,14 +97,6 @@ class ZoomVQASample:
     objects: list[dict[str, Any]]
 
 
-_font_cache: dict[int, ImageFont.FreeTypeFont] = {}
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    if size not in _font_cache:
-        _font_cache[size] = ImageFont.load_default(size=size)  # Pillow's bundled Aileron
-    return _font_cache[size]
-
 
 def cell_box_1000(row: int, col: int, span: int = 1) -> list[int]:
     """The box of grid cells ``[row, row+span) x [col, col+span)`` in Qwen3-VL's 0..1000 frame."""
@@ -106,7 +111,6 @@ def make_sample(rng: random.Random, zoom_fraction: float = 0.6) -> ZoomVQASample
     names = rng.sample(sorted(COLORS), n_objects)
     image = Image.new("RGB", (CANVAS, CANVAS), _BACKGROUND)
     draw = ImageDraw.Draw(image)
-    font = _font(_FONT_SIZE)
     objects = []
     for cell, name in zip(cells, names):
         row, col = divmod(cell, GRID)
@@ -115,18 +119,17 @@ def make_sample(rng: random.Random, zoom_fraction: float = 0.6) -> ZoomVQASample
         y1 = row * CELL + rng.randint(4, CELL - side - 4)
         box = [x1, y1, x1 + side, y1 + side]
         draw.rectangle([x1, y1, x1 + side - 1, y1 + side - 1], fill=COLORS[name])
-        digit = str(rng.randint(0, 9))
-        left, top, right, bottom = draw.textbbox((0, 0), digit, font=font)
+        mark = rng.choice(sorted(MARKS))
         cx = x1 + side // 2 + rng.randint(-24, 24)
         cy = y1 + side // 2 + rng.randint(-24, 24)
-        ink = (255, 255, 255) if name in ("blue", "purple") else (20, 20, 20)
-        draw.text((cx - (left + right) // 2, cy - (top + bottom) // 2), digit, fill=ink, font=font)
-        objects.append({"color": name, "digit": digit, "box": box, "cell": [row, col]})
+        half = _DOT // 2
+        draw.ellipse([cx - half, cy - half, cx + half - 1, cy + half - 1], fill=MARKS[mark])
+        objects.append({"color": name, "mark": mark, "box": box, "cell": [row, col]})
     if rng.random() < zoom_fraction:
         target = rng.choice(objects)
-        question = f"What digit is written on the {target['color']} square?"
+        question = f"What colour is the dot on the {target['color']} square?"
         return ZoomVQASample(
-            image, question, target["digit"], "zoom_needed", "digit",
+            image, question, target["mark"], "zoom_needed", "mark",
             target["box"], target["cell"], target["color"], n_objects, objects,
         )  # fmt: skip
     if rng.random() < 0.5:

@@ -1,7 +1,10 @@
 """``hf-faithful faithfulness``: measure ATE_T, ATE_V, reliability and sufficiency.
 
-With no arguments it runs on the bundled sample traces with the tiny built-in model
-(random weights: the numbers mean nothing, the pipeline is the point), fully offline.
+With no arguments it runs fully offline on the bundled reference VLM (a small Qwen3-VL
+trained here to zoom, see ``hf_faithful.models.reference_vlm``): it generates traces for
+the bundled ZoomVQA test questions, intervenes on them and lets the model itself answer
+the sufficiency query. ``--model tiny`` is the random-weight pipeline check on the bundled
+sample traces.
 Every FaithfulnessConfig field and every BoxRules field is an option (``--field-name``),
 with the config's default.
 """
@@ -14,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hf_faithful.assets import FAITHFULNESS_DIR
+from hf_faithful.assets import FAITHFULNESS_DIR, REFERENCE_VLM_DIR
 from hf_faithful.cli_utils import add_dataclass_arguments, dataclass_from_args, option_name
 from hf_faithful.faithfulness.config import JUDGE_METRICS, FaithfulnessConfig
 from hf_faithful.faithfulness.interventions import TEXT_CORRUPTIONS, VISUAL_INTERVENTIONS
@@ -26,6 +29,9 @@ from hf_faithful.mcot.zoom import BoxRules
 SAMPLE_DIR = FAITHFULNESS_DIR
 SAMPLE_TRACES = SAMPLE_DIR / "sample_traces.jsonl"
 SAMPLE_QUESTIONS = SAMPLE_DIR / "sample_questions.jsonl"
+# The first 96 ZoomVQA test questions (export_questions), the reference VLM's default data.
+ZOOMVQA_QUESTIONS = SAMPLE_DIR / "zoomvqa" / "questions.jsonl"
+REFERENCE = "reference"
 
 # FaithfulnessConfig fields given as comma-separated lists: field -> (choices, old flag)
 _CSV_FIELDS = {
@@ -86,8 +92,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--model",
-        default="tiny",
-        help="local model folder, 'tiny' (built-in), or the served model name with --endpoint",
+        default=REFERENCE,
+        help="'reference' (the bundled reference VLM, default), 'tiny' (random weights, a pipeline check), a local model folder, or the served model name with --endpoint",
     )
     parser.add_argument(
         "--endpoint",
@@ -95,7 +101,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--data",
-        help="JSONL/JSON of traces, or of questions (image, question, reference) to generate traces from; default: bundled sample",
+        help="JSONL/JSON of traces, or of questions (image, question, reference) to generate traces from; default: bundled ZoomVQA test questions (reference model) or sample traces",
     )
     parser.add_argument(
         "--image-root", help="folder image paths are relative to (default: the data file's folder)"
@@ -149,6 +155,8 @@ def _backend(
         if endpoint is not None:
             raise ValueError(f"with an endpoint ({endpoint}) name the served model, not 'same'")
         return same
+    if name == REFERENCE and endpoint is None:
+        name = str(REFERENCE_VLM_DIR)
     if endpoint is None and name != "tiny" and not Path(name).is_dir():
         raise FileNotFoundError(f"model folder not found: {name} (or pass --endpoint URL)")
     return build_backend(
@@ -184,10 +192,19 @@ def run(args: argparse.Namespace) -> int:
         endpoint = getattr(args, f"{role}_endpoint")
         if getattr(args, role) == "same" and endpoint is not None:
             raise ValueError(f"--{role}-endpoint {endpoint}: name the served model, not 'same'")
-    demo = args.model == "tiny" and args.endpoint is None and args.data is None
-    data = Path(args.data) if args.data else SAMPLE_TRACES
+    local = args.endpoint is None
+    reference = local and args.model == REFERENCE
+    demo = local and args.model in ("tiny", REFERENCE) and args.data is None
+    if args.data:
+        data = Path(args.data)
+    else:
+        data = ZOOMVQA_QUESTIONS if reference else SAMPLE_TRACES
     if not data.is_file():
         raise FileNotFoundError(f"--data file not found: {data}")
+    if reference:  # its own conventions: Qwen3-VL's 0..1000 boxes, sufficiency as a judge
+        args.coords = "normalized_1000"
+        if args.judge_metrics == _config_field("judge_metrics").default:
+            args.judge_metrics = ("sufficiency",)  # it was never taught the reliability prompt
     rules = dataclass_from_args(BoxRules, args)
     config = dataclass_from_args(FaithfulnessConfig, args, box_rules=rules)
     model = _backend(
@@ -244,9 +261,13 @@ def run(args: argparse.Namespace) -> int:
     report = evaluator.evaluate(traces, provenance=provenance)
     paths = report.save(output_dir)
     print(report.to_markdown())
-    if demo:
+    if demo and args.model == "tiny":
         print(
-            "(demo: tiny model with random weights on the bundled sample; pass --model/--endpoint and --data for real numbers)"
+            "(pipeline check: tiny model with random weights on the bundled sample; pass --model/--endpoint and --data for real numbers)"
+        )
+    elif demo:
+        print(
+            "(default run: the bundled reference VLM on the bundled ZoomVQA test questions; pass --model/--endpoint and --data for your model)"
         )
     print(f"report: {paths['report.json']} and {paths['report.md']}")
     for warning in report.warnings:  # again, last: they change how every figure reads

@@ -5,11 +5,12 @@ trace file), see every crop as a box on the image and beside its step, then inte
 (arXiv 2510.23482): replace the crops (``do(V)``) or corrupt the reasoning (``do(T)``),
 let the model answer again and see whether the answer moves; a judge scores the crops.
 
-Offline by default with the tiny built-in Qwen3-VL. Its weights are random, so the default
-"scripted" model forces its generations to a transparent rule (zoom where the question
-points, answer with the colour of the last image it saw): real generation, real tool
-loop, real interventions, a policy whose faithfulness is known. ``python
-spaces/faithfulness_inspector/app.py``.
+Offline by default with the bundled reference VLM: a small Qwen3-VL trained here to zoom
+on ZoomVQA (``hf_faithful.load_reference_vlm``), whose tool use is learned, not scripted;
+its examples are ZoomVQA test questions. A teaching option stays beside it: the tiny
+built-in Qwen3-VL (random weights) forced to a transparent rule (zoom where the question
+points, answer with the colour of the last image it saw), a policy whose faithfulness is
+known by construction. ``python spaces/faithfulness_inspector/app.py``.
 
 One file of ~480 lines on purpose: a Space runs ``app.py`` as uploaded, and the protocol
 it shows (messages, images, backends, the measurement) is imported from ``hf_faithful``;
@@ -30,7 +31,13 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from hf_faithful.faithfulness.cli import SAMPLE_DIR, SAMPLE_QUESTIONS, SAMPLE_TRACES
+from hf_faithful.assets import REFERENCE_VLM_DIR
+from hf_faithful.faithfulness.cli import (
+    SAMPLE_DIR,
+    SAMPLE_QUESTIONS,
+    SAMPLE_TRACES,
+    ZOOMVQA_QUESTIONS,
+)
 from hf_faithful.faithfulness.config import FaithfulnessConfig
 from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator
 from hf_faithful.faithfulness.interventions import intervene_text, intervene_visual
@@ -41,14 +48,17 @@ from hf_faithful.mcot.images import fit_image, png_data_uri
 from hf_faithful.mcot.messages import message_text, tool_call_text
 from hf_faithful.mcot.records import load_traces
 from hf_faithful.mcot.trace import Trace
+from hf_faithful.mcot.zoom import BoxRules
 from hf_faithful.testing.tiny_vlm import script_generation
 
-SCRIPTED = "tiny Qwen3-VL, scripted demo policy"
+REFERENCE = "reference VLM (trained here to zoom on ZoomVQA)"
+SCRIPTED = "teaching: tiny Qwen3-VL, scripted policy"
 RAW = "tiny Qwen3-VL, random weights (unscripted)"
-MODELS = (SCRIPTED, RAW)
+MODELS = (REFERENCE, SCRIPTED, RAW)
 VISUAL = ("noise_gaussian", "noise_uniform", "blank", "other_region")
-MAX_SIDE = 448
-DISPLAY_SIDE = 448  # uploads are downscaled: the tiny model's cost grows with the pixels
+MAX_SIDE = 448  # uploads for the tiny models are downscaled: their cost grows with the pixels
+REFERENCE_MAX_SIDE = 768  # ZoomVQA's canvas: the reference VLM's crops need full resolution
+DISPLAY_SIDE = 448
 SEED = 0
 _COLORS = (  # hue ranges (degrees) -> name, as used by the bundled samples
     (15, "red"),
@@ -169,14 +179,26 @@ def get_backend(name: str):
     if name not in MODELS:
         raise gr.Error(f"model must be one of {MODELS}, got {name!r}")
     if name not in _backends:
-        if name == SCRIPTED:
+        if name == REFERENCE:
+            _backends[name] = build_backend(str(REFERENCE_VLM_DIR), batch_size=4)
+        elif name == SCRIPTED:
             _backends[name] = ScriptedTinyVLM()
         else:
             _backends[name] = build_backend("tiny", batch_size=4)
     return _backends[name]
 
 
-def _config() -> FaithfulnessConfig:
+def _config(model: str) -> FaithfulnessConfig:
+    """The measurement of ``model``: the reference VLM boxes in Qwen3-VL's 0..1000 frame and
+    judges only sufficiency (it was never taught the reliability prompt)."""
+    if model == REFERENCE:
+        return FaithfulnessConfig(
+            visual_interventions=VISUAL,
+            judge_metrics=("sufficiency",),
+            box_rules=BoxRules(coords="normalized_1000"),
+            n_resamples=200,
+            seed=SEED,
+        )
     return FaithfulnessConfig(visual_interventions=VISUAL, n_resamples=200, seed=SEED)
 
 
@@ -265,11 +287,12 @@ def generate_trace(image: Image.Image | None, question: str, reference: str, mod
         raise gr.Error("Upload an image (or pick an example).")
     if not question or not question.strip():
         raise gr.Error("Write a question about the image.")
-    sample = {"id": "upload", "image": fit_image(image, MAX_SIDE), "question": question.strip()}
+    side = REFERENCE_MAX_SIDE if model == REFERENCE else MAX_SIDE
+    sample = {"id": "upload", "image": fit_image(image, side), "question": question.strip()}
     if reference and reference.strip():
         sample["reference"] = reference.strip()
     with _lock:
-        evaluator = FaithfulnessEvaluator(get_backend(model), config=_config())
+        evaluator = FaithfulnessEvaluator(get_backend(model), config=_config(model))
         return evaluator.generate_traces([sample])[0]
 
 
@@ -309,10 +332,12 @@ def intervene(trace: Trace | None, model: str):
         )
         return [], [], "", message
     backend = get_backend(model)
-    config = _config()
+    config = _config(model)
     with _lock:
         report = FaithfulnessEvaluator(backend, config=config).evaluate([trace])
-        judged = FaithfulnessJudge(backend, match=config.match).score([trace])
+        judged = FaithfulnessJudge(backend, match=config.match).score(
+            [trace], metrics=config.judge_metrics
+        )
     sample = report.samples[0]
     reference = trace.reference if trace.reference is not None else trace.answer
     texted = intervene_text([trace], kinds=config.text_corruptions, seed=config.seed)[0]
@@ -359,7 +384,23 @@ def intervene(trace: Trace | None, model: str):
 
 # --------------------------------------------------------------------------- UI
 def _examples() -> list[list[Any]]:
+    """ZoomVQA test questions (the reference VLM's), then the scripted policy's samples."""
     rows = []
+    zoomvqa = [
+        json.loads(line)
+        for line in ZOOMVQA_QUESTIONS.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    picked = [r for r in zoomvqa if r["question_type"] == "zoom_needed"][:6]
+    picked += [r for r in zoomvqa if r["question_type"] == "global"][:2]
+    for record in picked:
+        rows.append(
+            [
+                str(ZOOMVQA_QUESTIONS.parent / record["image"]),
+                record["question"],
+                record["reference"],
+            ]
+        )
     for line in SAMPLE_QUESTIONS.read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
@@ -395,13 +436,16 @@ def build_demo() -> gr.Blocks:
             "Does a model that *thinks with images* use what it zooms into and what it "
             "writes? ([arXiv 2510.23482](https://arxiv.org/abs/2510.23482)) Make or load a "
             "chain of thought, then intervene on the crops (do(V)) or the reasoning (do(T)) "
-            "and watch the answer. The default model is the tiny built-in Qwen3-VL forced to "
-            "a visible rule (zoom where the question points, name the colour of the last "
-            "image): a *faithful* policy, so do(V) should flip its answer."
+            "and watch the answer. The default model is hf-faithful's reference VLM, a small "
+            "Qwen3-VL trained to zoom on ZoomVQA (coloured squares, each with a small dot "
+            "that only a crop shows): its tool use is learned, so what the interventions "
+            "find is measured, not built in. The teaching option forces a tiny random "
+            "model to a visible rule (zoom where the question points, name the colour of "
+            "the last image): faithful by construction."
         )
         trace_state = gr.State(None)
         traces_state = gr.State([])
-        model = gr.Radio(list(MODELS), value=SCRIPTED, label="model under test (and judge)")
+        model = gr.Radio(list(MODELS), value=REFERENCE, label="model under test (and judge)")
         with gr.Tabs():
             with gr.Tab("Image and question"):
                 with gr.Row():

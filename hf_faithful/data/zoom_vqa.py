@@ -97,7 +97,6 @@ class ZoomVQASample:
     objects: list[dict[str, Any]]
 
 
-
 def cell_box_1000(row: int, col: int, span: int = 1) -> list[int]:
     """The box of grid cells ``[row, row+span) x [col, col+span)`` in Qwen3-VL's 0..1000 frame."""
     step = 1000 // GRID

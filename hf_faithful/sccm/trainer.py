@@ -28,8 +28,29 @@ from hf_faithful.sccm.config import SCCMConfig
 from hf_faithful.sccm.data import with_prompt_column
 from hf_faithful.sccm.environment import ZoomInEnvironment, forget_unseen_crops
 from hf_faithful.sccm.rewards import MinimalityReward, SufficiencyReward
+from hf_faithful.sccm.trl_compat import TESTED_TRL_VERSION, trl_internals_report
 
 logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _warn_on_untested_trl() -> None:
+    """Once per process: a TRL outside the tested release (installed despite the pin) gets
+    the list of changed internals the trainer overrides, instead of silent misbehaviour."""
+    import trl
+
+    if trl.__version__ == TESTED_TRL_VERSION:
+        return
+    problems = trl_internals_report()
+    if problems:
+        logger.warning(
+            "SCCMRewardTrainer was tested on trl==%s; with trl==%s these internals it relies on "
+            "changed:\n- %s",
+            TESTED_TRL_VERSION,
+            trl.__version__,
+            "\n- ".join(problems),
+        )
+
 
 # Stock templates that cannot render tool calls but whose model family reads TRL's
 # Qwen3-VL template correctly (same special tokens and turn format).
@@ -164,6 +185,7 @@ class SCCMRewardTrainer(GRPOTrainer):
         answer_match: Callable[[str, str], bool] | None = None,
         answerer: AnswerBackend | None = None,
     ):
+        _warn_on_untested_trl()
         args = self._check_args(model, args, answerer)
         user_funcs = [] if reward_funcs is None else _as_list(reward_funcs)
         args = copy.copy(args)  # the caller's config stays reusable

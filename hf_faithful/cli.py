@@ -17,6 +17,7 @@ from hf_faithful import __version__
 _COMMAND_MODULES = (
     "hf_faithful.evaluation.cli",  # evaluate
     "hf_faithful.pruning.cli",  # prune
+    "hf_faithful.pruning.recover_cli",  # recover
     "hf_faithful.faithfulness.cli",  # faithfulness
 )
 

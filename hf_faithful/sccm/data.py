@@ -1,10 +1,22 @@
 """DeepEyes-style datasets for SCCM training: image, question, answer -> GRPO rows.
 
 Accepts the simple layout (``image``, ``question``, ``answer`` columns) and DeepEyes'
-released parquet layout (``images`` list, ``extra_info.question``,
-``reward_model.ground_truth``), from a parquet file, a folder saved with
-``Dataset.save_to_disk``, or an in-memory ``datasets.Dataset``. ``with_prompt_column`` adds
-the conversational ``prompt`` TRL needs to a dataset that has only the simple columns.
+released parquet layout, from a parquet file (or glob), a folder saved with
+``Dataset.save_to_disk``, a Hub dataset id, or an in-memory ``datasets.Dataset``.
+``with_prompt_column`` adds the conversational ``prompt`` TRL needs to a dataset that has
+only the simple columns.
+
+DeepEyes' layout (``ChenShawn/DeepEyes-Datasets-47k``, written by DeepEyes'
+``verl/workers/agent/envs/mm_process_engine/create_train_dataset.py``; fixtures and the
+full schema in ``tests/fixtures/deepeyes/make_fixtures.py``): ``data_source`` (str),
+``prompt`` (system turn with DeepEyes' tool schema, then ``"<image>\n\nQuestion:\n" +
+question + instructions``), ``images`` (list of ``{"bytes", "path"}`` structs: the encoded
+image, and a path on DeepEyes' machines that is never read), ``ability``, ``env_name``
+(``"visual_toolbox_v2"`` for tool rows), ``reward_model`` (``{"style", "ground_truth"}``)
+and ``extra_info`` (``{"split", "index", "answer", "question"}``). The clean question comes
+from ``extra_info.question``, the reference from ``reward_model.ground_truth``, the image
+from the bytes of ``images[0]``; the prompt is rebuilt with hf-faithful's system prompt
+(the tool schema is rendered by the chat template from the environment's tool).
 """
 
 from __future__ import annotations
@@ -12,16 +24,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, Image, load_dataset, load_from_disk
+from datasets.fingerprint import Hasher
 
+from hf_faithful.hub import REPO_ID_PATTERN
 from hf_faithful.mcot.messages import DEEPEYES_SYSTEM_PROMPT
 
 __all__ = ["DEEPEYES_SYSTEM_PROMPT", "load_deepeyes", "with_prompt_column"]
 
 
 _IMAGE_TAG = re.compile(r"<image>\s*")
+_MODULE_SOURCE = Path(__file__).read_bytes()
 
 
 def _first(row: dict[str, Any], *paths: str) -> Any:
@@ -58,12 +74,36 @@ def _to_row(row: dict[str, Any], system_prompt: str | None) -> dict[str, Any]:
     if image is None:
         raise ValueError(f"row has no image (looked for image, images): {sorted(row)}")
     answer = _first(row, "answer", "reward_model.ground_truth", "extra_info.answer", "solution")
-    return {
+    out = {
         "prompt": _prompt(question, system_prompt),
         "image": image,
         "question": question,
         "answer": None if answer is None else str(answer),
     }
+    if (
+        "data_source" in row
+    ):  # DeepEyes' subset ("vstar", "chart", "thinklite_eureka"), to filter on
+        out["data_source"] = row["data_source"]
+    return out
+
+
+def _load_source(path: str, split: str, data_files: str | list[str] | None) -> Dataset:
+    if os.path.isdir(path):
+        return load_from_disk(path)
+    if path.endswith(".parquet") or "*" in path:
+        return load_dataset("parquet", data_files={split: path}, split=split)
+    if REPO_ID_PATTERN.match(path) and not os.path.exists(path):
+        try:
+            return load_dataset(path, data_files=data_files, split=split)
+        except Exception as err:  # offline, unknown repo, no such split: say what was tried
+            raise ValueError(
+                f"source {path!r} is no local parquet file or save_to_disk folder, and loading it "
+                f"as a Hub dataset failed: {err}"
+            ) from err
+    raise ValueError(
+        "source must be a .parquet file (or glob), a save_to_disk folder, a Hub dataset id or a "
+        f"Dataset, got {path!r}"
+    )
 
 
 def load_deepeyes(
@@ -71,37 +111,43 @@ def load_deepeyes(
     split: str = "train",
     system_prompt: str | None = DEEPEYES_SYSTEM_PROMPT,
     num_proc: int | None = None,
+    data_files: str | list[str] | None = None,
 ) -> Dataset:
     """Load DeepEyes-style data as GRPO rows: ``prompt`` (system + user question), ``image``
     (decoded by ``datasets``), ``question`` and ``answer`` (``None`` where missing: the
-    sufficiency reward then compares with the rollout's own answer).
+    sufficiency reward then compares with the rollout's own answer), plus ``data_source``
+    when the source has it (DeepEyes' subsets, e.g. to leave out ``"thinklite_eureka"``
+    math rows, which DeepEyes trains without the tool).
 
     Args:
-        source: a ``.parquet`` file (or glob), a ``save_to_disk`` folder, or a ``Dataset``.
-        split: split to take from a parquet source.
+        source: a ``.parquet`` file (or glob), a ``save_to_disk`` folder, a Hub dataset id
+            (e.g. ``"ChenShawn/DeepEyes-Datasets-47k"``), or a ``Dataset``.
+        split: split to take from a parquet source or Hub dataset.
         system_prompt: DeepEyes-like instructions for the tool; ``None`` for no system turn.
+        data_files: files of a Hub dataset to load (e.g. one DeepEyes shard,
+            ``"data_0.1.2_visual_toolbox_v2.parquet"``); all by default.
     """
     if isinstance(source, Dataset):
         dataset = source
     else:
-        path = os.fspath(source)
-        if os.path.isdir(path):
-            dataset = load_from_disk(path)
-        elif path.endswith(".parquet") or "*" in path:
-            dataset = load_dataset("parquet", data_files={split: path}, split=split)
-        else:
-            raise ValueError(
-                f"source must be a .parquet file, a save_to_disk folder or a Dataset, got {path!r}"
-            )
+        dataset = _load_source(os.fspath(source), split, data_files)
     if len(dataset) == 0:
         raise ValueError("the dataset is empty")
     columns = dataset.column_names
+    # The cache key covers this module's code: datasets hashes the lambda, not the helpers
+    # it calls, so a changed conversion would otherwise reuse rows cached by an older one.
+    fingerprint = Hasher.hash(
+        (getattr(dataset, "_fingerprint", None), _MODULE_SOURCE, system_prompt)
+    )
     rows = dataset.map(
         lambda row: _to_row(row, system_prompt),
         remove_columns=columns,
         num_proc=num_proc,
         desc="DeepEyes rows",
+        new_fingerprint=fingerprint,
     )
+    order = ["prompt", "image", "question", "answer", "data_source"]
+    rows = rows.select_columns([c for c in order if c in rows.column_names])
     return rows.cast_column("image", Image())
 
 

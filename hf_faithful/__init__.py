@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     # pruning
     "PruningConfig": "hf_faithful.pruning.config",
     "PolicyGradientPruner": "hf_faithful.pruning.pruner",
+    "RecoveryConfig": "hf_faithful.pruning.recover",
+    "recover": "hf_faithful.pruning.recover",
     "PrunedLlamaConfig": "hf_faithful.models",  # importing it registers the Auto classes
     "PrunedLlamaForCausalLM": "hf_faithful.models",
     # multimodal chains of thought
@@ -80,6 +82,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from hf_faithful.pruning.config import PruningConfig
     from hf_faithful.pruning.pruner import PolicyGradientPruner
+    from hf_faithful.pruning.recover import RecoveryConfig, recover
     from hf_faithful.sccm.config import SCCMConfig
     from hf_faithful.sccm.data import load_deepeyes
     from hf_faithful.sccm.environment import ZoomInEnvironment

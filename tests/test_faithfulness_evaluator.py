@@ -76,11 +76,17 @@ def _config(**kw):
     return FaithfulnessConfig(n_resamples=500, **kw)
 
 
+def _continuing(server) -> OpenAIChatBackend:
+    """The scripted servers continue a prefilled assistant turn (as vLLM does with
+    continue_final_message), so the backend is told it may prefill."""
+    return OpenAIChatBackend(server.base_url, "m", continue_final_message=True)
+
+
 def test_a_model_that_reads_its_crops_has_large_ate_v_and_no_ate_t(traces):
     config = _config(visual_interventions=("noise_gaussian", "blank", "other_region"))
     with ChatServer(crop_reader) as server:
         report = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=config
+            _continuing(server), config=config
         ).evaluate(traces)
     assert report.n_traces == 9 and report.n_valid == 8
     assert report.invalid[0]["source"] == "sample_traces.jsonl:9"
@@ -106,7 +112,7 @@ def test_a_model_that_reads_its_crops_has_large_ate_v_and_no_ate_t(traces):
 
 def test_a_model_that_reads_its_text_has_large_ate_t_and_no_ate_v(traces):
     with ChatServer(text_reader) as server:
-        evaluator = FaithfulnessEvaluator(OpenAIChatBackend(server.base_url, "m"), config=_config())
+        evaluator = FaithfulnessEvaluator(_continuing(server), config=_config())
         report = evaluator.evaluate(traces)
     assert report.control_accuracy.mean == 1.0
     assert report.ate_t.ate == -1.0 and report.ate_t.flipped == list(range(8))
@@ -125,7 +131,7 @@ def test_original_baseline_and_report_files(traces, tmp_path):
             baseline="original", visual_interventions=("noise_gaussian",), text_corruptions=()
         )
         report = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=config
+            _continuing(server), config=config
         ).evaluate(traces)
     # original answers all correct; "blue" is right for the two blue samples only
     assert report.control_accuracy.mean == 2 / 8
@@ -171,7 +177,7 @@ def test_trace_generation_with_the_zoom_tool():
         )
 
     with ChatServer(agent) as server:
-        traces = FaithfulnessEvaluator(OpenAIChatBackend(server.base_url, "m")).generate_traces(
+        traces = FaithfulnessEvaluator(_continuing(server)).generate_traces(
             questions
         )
     assert all(r["stop"] == ["</tool_call>"] for r in server.requests)
@@ -195,11 +201,16 @@ def test_generated_bad_tool_calls_are_flagged():
     ) as server:
         config = FaithfulnessConfig(max_tool_calls=2)
         (trace,) = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=config
+            _continuing(server), config=config
         ).generate_traces(questions)
     assert len(server.requests) == 3  # max_tool_calls + 1 turns, then stop
     assert "Error: box is inverted" in json.dumps(server.requests[1]["messages"][-1])
-    assert not trace.valid and any("inverted" in e for e in trace.errors)
+    # the refusals are kept on the steps; the trace is invalid for never answering
+    assert trace.errors == [
+        "3 tool calls, more than max_tool_calls=2",
+        "missing final answer (<answer>...</answer>)",
+    ]
+    assert len(trace.refused_calls) == 3 and "inverted" in trace.refused_calls[0]
 
 
 def test_tiny_local_vlm_end_to_end(traces):
@@ -248,7 +259,7 @@ def test_traces_without_crops_do_not_dilute_ate_v(traces):
     no_crops = _stripped(traces, "zoom", lambda t: dominant_color(t.image))
     with ChatServer(crop_reader) as server:
         report = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=_config()
+            _continuing(server), config=_config()
         ).evaluate(traces + no_crops)
     assert report.n_valid == 16 and report.control_accuracy.mean == 1.0
     assert report.n_intervened == {"T:offline": 16, "V:noise_gaussian": 8}
@@ -271,7 +282,7 @@ def test_traces_without_reasoning_do_not_dilute_ate_t(traces):
     no_text = _stripped(traces, "text", lambda t: "none")
     with ChatServer(text_reader) as server:
         report = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=_config()
+            _continuing(server), config=_config()
         ).evaluate(traces + no_text)
     assert report.control_accuracy.mean == 1.0
     assert (report.ate_t.ate, report.ate_t.n, report.ate_t.n_unchanged) == (-1.0, 8, 8)
@@ -293,7 +304,7 @@ def test_other_region_of_a_whole_image_crop_is_no_intervention(traces):
     config = _config(visual_interventions=("other_region", "noise_gaussian"), text_corruptions=())
     with ChatServer(crop_reader) as server:
         report = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=config
+            _continuing(server), config=config
         ).evaluate(traces + whole)
     other = report.effects["V:other_region"]
     assert (other.ate, other.n, other.n_unchanged) == (-1.0, 8, 2)
@@ -317,7 +328,7 @@ def test_failed_regeneration_and_floor_are_loud(traces, tmp_path):
     # with p = 1, which without a warning reads as "relies on nothing".
     with ChatServer(lambda body: "") as server:
         report = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=_config()
+            _continuing(server), config=_config()
         ).evaluate(traces)
     assert report.accuracy.mean == 1.0 and report.control_accuracy.mean == 0.0
     assert report.ate_v.ate == 0.0 and report.ate_v.p_value == 1.0
@@ -339,7 +350,7 @@ def test_failed_regeneration_and_floor_are_loud(traces, tmp_path):
 def test_ceiling_and_original_baseline_floor_are_warned(traces):
     with ChatServer(crop_reader) as server:
         report = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=_config()
+            _continuing(server), config=_config()
         ).evaluate(traces)
     assert report.warnings == [
         "control accuracy is 1 (ceiling): an intervention can only lower it, so a gain "
@@ -350,7 +361,7 @@ def test_ceiling_and_original_baseline_floor_are_warned(traces):
     with ChatServer(lambda body: "zzz</answer>") as server:
         config = _config(baseline="original", text_corruptions=())
         report = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=config
+            _continuing(server), config=config
         ).evaluate(traces)
     assert report.ate_v.ate == -1.0 and len(report.warnings) == 2
     assert report.warnings[0].startswith("baseline (original answers) accuracy is 1 (ceiling)")
@@ -362,7 +373,7 @@ def test_report_records_its_provenance(traces, tmp_path):
     data.write_bytes(open(f"{ASSETS}/sample_traces.jsonl", "rb").read())
     config = _config(text_corruptions=())
     with ChatServer(crop_reader) as server:
-        evaluator = FaithfulnessEvaluator(OpenAIChatBackend(server.base_url, "m"), config=config)
+        evaluator = FaithfulnessEvaluator(_continuing(server), config=config)
         report = evaluator.evaluate(
             traces, provenance={"data": data_provenance(data), "model": {"name": "m"}}
         )
@@ -393,13 +404,13 @@ def test_an_intervention_that_cannot_run_is_said(traces):
     no_crops = _stripped(traces, "zoom", lambda t: dominant_color(t.image))
     with ChatServer(crop_reader) as server:
         report = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=config
+            _continuing(server), config=config
         ).evaluate(traces[:1] + no_crops[:2])
     assert set(report.effects) == {"V:noise_gaussian"} and report.ate_v.n == 1
     assert "V:shuffle was skipped: it needs at least 2 valid traces with crops." in report.warnings
     with ChatServer(crop_reader) as server:
         report = FaithfulnessEvaluator(
-            OpenAIChatBackend(server.base_url, "m"), config=config
+            _continuing(server), config=config
         ).evaluate(no_crops[:3])
     assert report.effects == {} and report.ate_v is None
     assert report.warnings[-2].startswith("V:noise_gaussian changed none of the 3 valid traces")

@@ -49,6 +49,20 @@ def test_normalized_coordinates_for_qwen3_vl(image):
 @pytest.mark.parametrize(
     ("completion", "error"),
     [
+        ("<think>I think it is red.</think>", "missing final answer"),
+        ("<think>t</think><answer></answer>", "empty final answer"),
+        ("<think>unclosed <answer>red", "unclosed or stray tag"),
+    ],
+)
+def test_malformed_traces_are_flagged_not_raised(image, completion, error):
+    trace = parse_deepeyes(completion, image, "q")
+    assert not trace.valid
+    assert any(error in e for e in trace.errors), trace.errors
+
+
+@pytest.mark.parametrize(
+    ("completion", "error"),
+    [
         ("<think>t</think><tool_call>{bad json</tool_call><answer>a</answer>", "not valid JSON"),
         ("<think>t</think>" + _call([400, 300, 500, 400]) + "<answer>a</answer>", "outside"),
         ("<think>t</think>" + _call([100, 100, 50, 150]) + "<answer>a</answer>", "inverted"),
@@ -66,15 +80,26 @@ def test_normalized_coordinates_for_qwen3_vl(image):
             '<tool_call>{"name": "image_zoom_in_tool", "arguments": {}}</tool_call><answer>a</answer>',
             "no 'bbox_2d'",
         ),
-        ("<think>I think it is red.</think>", "missing final answer"),
-        ("<think>t</think><answer></answer>", "empty final answer"),
-        ("<think>unclosed <answer>red", "unclosed or stray tag"),
     ],
 )
-def test_malformed_traces_are_flagged_not_raised(image, completion, error):
+def test_a_refused_call_keeps_the_trace_when_the_model_answers(image, completion, error):
+    # DeepEyes answers a refused call with "Error: ..." and the model goes on; the trace
+    # used to be dropped for it (issue 12). It is kept, the refusal on its step.
     trace = parse_deepeyes(completion, image, "q")
-    assert not trace.valid
-    assert any(error in e for e in trace.errors), trace.errors
+    assert trace.valid and trace.answer == "a", trace.errors
+    (refused,) = trace.refused_calls
+    assert refused.startswith("tool call 1: ") and error in refused
+    (step,) = trace.zoom_steps
+    assert step.crop is None and error in step.error
+
+
+def test_a_refused_call_then_a_good_one(image):
+    text = _call([5, 5, 1, 1]) + "<think>oops</think>" + _call([0, 0, 90, 90]) + "<answer>a</answer>"
+    trace = parse_deepeyes(text, image, "q")
+    assert trace.valid and len(trace.crops) == 1
+    assert trace.refused_calls == [
+        "tool call 1: box is inverted (needs x1 < x2 and y1 < y2): [5.0, 5.0, 1.0, 1.0]"
+    ]
 
 
 def test_more_tool_calls_than_allowed(image):

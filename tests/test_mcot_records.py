@@ -55,7 +55,8 @@ def test_jsonl_file_every_bad_line_reported(tmp_path, image):
     assert "invalid JSON" in traces[1].errors[0]
     assert any("image file not found" in e for e in traces[2].errors)
     assert "no trace" in traces[3].errors[0]
-    assert any("inverted" in e for e in traces[4].errors)
+    # a refused box keeps its trace (the model answered): the refusal is on the step
+    assert traces[4].valid and "inverted" in traces[4].refused_calls[0]
     assert "must be a JSON object" in traces[5].errors[0]
     assert traces[6].errors == ["missing question"]
 

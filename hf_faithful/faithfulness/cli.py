@@ -6,7 +6,14 @@ the bundled ZoomVQA test questions, intervenes on them and lets the model itself
 the sufficiency query. ``--model tiny`` is the random-weight pipeline check on the bundled
 sample traces.
 Every FaithfulnessConfig field and every BoxRules field is an option (``--field-name``),
-with the config's default.
+with the config's default; ``--preset deepeyes`` sets DeepEyes' own prompts, turn length
+and crop handling as defaults (options given win). Text options (``--system-prompt``,
+``--user-template``, ``--tool-response``, ...) read a file when given as ``@path``.
+
+With an endpoint the answer is asked for in a fresh user turn unless
+``--continue-final-message`` says the server continues a prefilled ``<answer>`` (vLLM,
+SGLang). Exit status: 0 with a report, 1 when no trace is valid (the report still lists
+why), 2 when the endpoint cannot be reached or refuses a judge or rewriter request.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ from hf_faithful.assets import FAITHFULNESS_DIR, REFERENCE_VLM_DIR
 from hf_faithful.cli_utils import add_dataclass_arguments, dataclass_from_args, option_name
 from hf_faithful.faithfulness.config import JUDGE_METRICS, FaithfulnessConfig
 from hf_faithful.faithfulness.interventions import TEXT_CORRUPTIONS, VISUAL_INTERVENTIONS
+from hf_faithful.faithfulness.presets import PRESETS, preset_fields
 from hf_faithful.faithfulness.report import data_provenance
 from hf_faithful.mcot.backend_cache import CachedBackend
-from hf_faithful.mcot.backends import AnswerBackend, build_backend
+from hf_faithful.mcot.backends import AnswerBackend, BackendError, build_backend
+from hf_faithful.mcot.images import DEFAULT_MAX_IMAGE_PIXELS
 from hf_faithful.mcot.zoom import BoxRules
 
 SAMPLE_DIR = FAITHFULNESS_DIR
@@ -42,6 +51,34 @@ _CSV_FIELDS = {
 _MATCH_MODES = ("exact", "choice")
 # set from other options (box_rules) or through their own parser (match: a mode or a callable)
 _NOT_OPTIONS = ("box_rules", "match", *_CSV_FIELDS)
+# text options that read a file when given as @path (prompts are long and multi-line)
+_TEXT_OPTIONS = ("system_prompt", "user_template", "tool_response", "tool_error", "answer_prompt")
+
+
+def _tracked(base: type[argparse.Action]) -> type[argparse.Action]:
+    """``base`` that also notes its ``dest`` in ``namespace._explicit`` when the option is
+    given, so a preset fills in only what the user left at its default."""
+
+    class Tracked(base):  # type: ignore[misc, valid-type]
+        def __call__(self, parser, namespace, values, option_string=None):
+            explicit = getattr(namespace, "_explicit", None)
+            if explicit is None:
+                explicit = set()
+                namespace._explicit = explicit
+            explicit.add(self.dest)
+            super().__call__(parser, namespace, values, option_string)
+
+    Tracked.__name__ = f"Tracked{base.__name__}"
+    return Tracked
+
+
+def _track_explicit(parser: argparse.ArgumentParser) -> None:
+    classes: dict[type, type] = {}
+    for action in parser._actions:  # argparse has no public hook for "was it given?"
+        if action.dest in (argparse.SUPPRESS, "help") or not action.option_strings:
+            continue
+        base = type(action)
+        action.__class__ = classes.setdefault(base, _tracked(base))
 
 
 def _csv(choices: tuple[str, ...]):
@@ -137,7 +174,23 @@ def register(subparsers: Any) -> None:
         default="faithfulness_report",
         help="where report.json and report.md go (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="images (and crops) over this many pixels are a per-record error; 0 = no limit "
+        "(default: PIL's limit, %(default)s)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a model's own prompt format and tool rules as defaults: 'deepeyes' = "
+        "DeepEyes' system prompt with its <tools> block, its user suffix (also inside "
+        "every tool response), 10240 tokens per turn, tiny boxes enlarged to 28 px and "
+        "crops smart_resized (options given win)",
+    )
     _add_config_options(parser)
+    _track_explicit(parser)
     parser.set_defaults(func=run)
 
 
@@ -178,7 +231,38 @@ def _cached(args: argparse.Namespace, roles: dict[str, tuple]) -> dict[str, Answ
     }
 
 
+def _apply_preset(args: argparse.Namespace) -> None:
+    """Preset values for every option the user did not give."""
+    if not args.preset:
+        return
+    explicit = getattr(args, "_explicit", set())
+    for name, value in preset_fields(args.preset).items():
+        if name not in explicit:
+            setattr(args, name, value)
+
+
+def _read_text_options(args: argparse.Namespace) -> None:
+    """``@path`` values of the text options are read from the file."""
+    for name in _TEXT_OPTIONS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.startswith("@"):
+            path = Path(value[1:])
+            if not path.is_file():
+                raise FileNotFoundError(f"--{name.replace('_', '-')} file not found: {path}")
+            setattr(args, name, path.read_text(encoding="utf-8").rstrip("\n"))
+
+
 def run(args: argparse.Namespace) -> int:
+    """The command; an endpoint that cannot be reached (or refuses a judge or rewriter
+    request) ends it with a message and status 2 instead of a traceback."""
+    try:
+        return _run(args)
+    except BackendError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator
     from hf_faithful.mcot.parsing import is_trace_record
     from hf_faithful.mcot.records import (
@@ -192,6 +276,13 @@ def run(args: argparse.Namespace) -> int:
         endpoint = getattr(args, f"{role}_endpoint")
         if getattr(args, role) == "same" and endpoint is not None:
             raise ValueError(f"--{role}-endpoint {endpoint}: name the served model, not 'same'")
+    if args.max_image_pixels is not None and args.max_image_pixels < 0:
+        raise ValueError(
+            f"--max-image-pixels must be >= 0 (0 = no limit), got {args.max_image_pixels}"
+        )
+    max_pixels = args.max_image_pixels or None
+    _apply_preset(args)
+    _read_text_options(args)
     local = args.endpoint is None
     reference = local and args.model == REFERENCE
     demo = local and args.model in ("tiny", REFERENCE) and args.data is None
@@ -216,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
     judge_name = (
         args.judge if args.judge is not None or args.judge_endpoint else ("same" if demo else None)
     )
+    if args.validate_judge and judge_name is None:
+        raise ValueError("--validate-judge needs a judge (--judge)")
     judge = _backend(judge_name, args.judge_endpoint, args.batch_size, same=model)
     rewriter = _backend(args.rewriter, args.rewriter_endpoint, args.batch_size, same=model)
     if args.cache:
@@ -237,16 +330,26 @@ def run(args: argparse.Namespace) -> int:
     generated = not (first is None or is_trace_record(first.value))
     if not generated:
         traces = traces_from_records(
-            records, base_dir=base_dir, rules=rules, max_tool_calls=config.max_tool_calls
+            records,
+            base_dir=base_dir,
+            rules=rules,
+            max_tool_calls=config.max_tool_calls,
+            max_image_pixels=max_pixels,
         )
     else:
-        traces = evaluator.generate_traces(questions_from_records(records, base_dir))
+        questions = questions_from_records(records, base_dir, max_image_pixels=max_pixels)
+        traces = evaluator.generate_traces(questions)
         output_dir.mkdir(parents=True, exist_ok=True)
         save_traces(traces, output_dir / "traces.jsonl")
         print(f"generated traces: {output_dir / 'traces.jsonl'}")
     for trace in traces:
         if not trace.valid:
-            print(f"invalid trace {trace.source or trace.id}: " + "; ".join(trace.errors))
+            refused = trace.refused_calls
+            print(
+                f"invalid trace {trace.source or trace.id}: "
+                + "; ".join(trace.errors)
+                + (f" (refused: {'; '.join(refused)})" if refused else "")
+            )
     provenance = {
         "model": _role(args.model, args.endpoint),
         "judge": _role(judge_name, args.judge_endpoint) if judge is not None else None,
@@ -272,6 +375,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {paths['report.json']} and {paths['report.md']}")
     for warning in report.warnings:  # again, last: they change how every figure reads
         print(f"WARNING: {warning}", file=sys.stderr)
+    if report.n_valid == 0:
+        print(
+            f"error: none of the {report.n_traces} traces is valid (see 'invalid trace' "
+            "above): nothing was measured",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

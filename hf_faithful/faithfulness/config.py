@@ -13,11 +13,25 @@ from typing import Any, Literal
 from hf_faithful.faithfulness.interventions import TEXT_CORRUPTIONS, VISUAL_INTERVENTIONS
 from hf_faithful.faithfulness.prompts import load_prompt
 from hf_faithful.mcot.answers import AnswerMatcher, MatchMode
+from hf_faithful.mcot.messages import (
+    DEFAULT_TOOL_ERROR,
+    DEFAULT_TOOL_RESPONSE,
+    check_tool_templates,
+)
 from hf_faithful.mcot.zoom import BoxRules
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "JUDGE_METRICS", "FaithfulnessConfig"]
+__all__ = [
+    "DEFAULT_ANSWER_PROMPT",
+    "DEFAULT_SYSTEM_PROMPT",
+    "JUDGE_METRICS",
+    "SYSTEM_PROMPTS",
+    "FaithfulnessConfig",
+]
 
 DEFAULT_SYSTEM_PROMPT = "default"  # the shipped ``zoom_system`` prompt
+# system_prompt values that name a shipped prompt (recorded by name in a report's settings)
+SYSTEM_PROMPTS = {DEFAULT_SYSTEM_PROMPT: "zoom_system", "deepeyes": "deepeyes_system"}
+DEFAULT_ANSWER_PROMPT = "Give your final answer inside <answer></answer>."
 JUDGE_METRICS = ("reliability", "sufficiency")
 
 
@@ -58,27 +72,57 @@ class FaithfulnessConfig:
             "prefix) or 'original' (the trace's own answer)"
         },
     )
-    prefill_answer: bool = field(
-        default=True,
+    prefill_answer: bool | None = field(
+        default=None,
         metadata={
-            "help": "open <answer> after the prefix so the model answers at once (local models, "
-            "endpoints that continue an assistant turn); off for APIs that always start a "
-            "new reply"
+            "help": "open <answer> after the prefix so the model answers at once. Unset: on "
+            "for local models and endpoints with --continue-final-message; off for other "
+            "endpoints, which open a new turn after a prefill (their whole reply would be "
+            "taken as the answer): the answer is then asked for in a fresh user turn "
+            "(answer_prompt) and read from its <answer> tag"
+        },
+    )
+    answer_prompt: str = field(
+        default=DEFAULT_ANSWER_PROMPT,
+        metadata={
+            "help": "user turn asking for the answer when it is not prefilled and the model "
+            "cannot continue its own turn (endpoints without --continue-final-message)"
         },
     )
     system_prompt: str | None = field(
         default=DEFAULT_SYSTEM_PROMPT,
         metadata={
             "help": "system prompt for generating and regenerating: 'default' is the shipped "
-            "zoom_system prompt, empty (or None) for no system turn"
+            "zoom_system prompt, 'deepeyes' DeepEyes' own (with its <tools> block), any other "
+            "text is used as is, empty (or None) for no system turn"
         },
     )
     user_template: str = field(
         default="{question}", metadata={"help": "the user turn, with {question}"}
     )
+    tool_response: str = field(
+        default=DEFAULT_TOOL_RESPONSE,
+        metadata={"help": "the tool's turn returning a crop; {image} marks where it goes"},
+    )
+    tool_error: str = field(
+        default=DEFAULT_TOOL_ERROR,
+        metadata={"help": "the tool's turn refusing a call; {error} is the reason"},
+    )
     max_new_tokens: int = field(default=32, metadata={"help": "tokens of a regenerated answer"})
     max_turn_tokens: int = field(
-        default=256, metadata={"help": "tokens per assistant turn when generating traces"}
+        default=256,
+        metadata={
+            "help": "tokens per assistant turn when generating traces (a turn cut short "
+            "makes its trace invalid) and of a regenerated continuation"
+        },
+    )
+    regenerate_continuation: bool = field(
+        default=False,
+        metadata={
+            "help": "also regenerate the reasoning after the last crop, not only the answer: "
+            "reports 'ATE_V (regenerated continuation)' beside 'ATE_V (answer only)', whose "
+            "post-crop reasoning is held fixed (which pulls it towards 0)"
+        },
     )
     max_tool_calls: int = field(
         default=4, metadata={"help": "zoom-in calls allowed per trace (more makes it invalid)"}
@@ -90,6 +134,14 @@ class FaithfulnessConfig:
     judge_metrics: tuple[str, ...] = field(
         default=JUDGE_METRICS,
         metadata={"help": "judge metrics computed when a judge is given, comma-separated"},
+    )
+    validate_judge: int = field(
+        default=0,
+        metadata={
+            "help": "judge validation: on a seeded sample of this many traces the judge says "
+            "whether the answer is right, and its agreement with exact match (or the "
+            "records' judge_label) is reported beside reliability and sufficiency; 0 = off"
+        },
     )
     n_resamples: int = field(
         default=10_000,
@@ -121,9 +173,12 @@ class FaithfulnessConfig:
             raise ValueError(f"match must be 'exact', 'choice' or a callable, got {self.match!r}")
         if "{question}" not in self.user_template:
             raise ValueError("user_template must contain '{question}'")
+        check_tool_templates(self.tool_response, self.tool_error)
         for name in ("max_new_tokens", "max_turn_tokens", "n_resamples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.validate_judge < 0:
+            raise ValueError(f"validate_judge must be >= 0, got {self.validate_judge}")
         if self.max_tool_calls < 0:
             raise ValueError(f"max_tool_calls must be >= 0, got {self.max_tool_calls}")
         if not 0 < self.confidence < 1:
@@ -131,9 +186,9 @@ class FaithfulnessConfig:
 
     @property
     def resolved_system_prompt(self) -> str | None:
-        """The system prompt text (the shipped one for ``"default"``)."""
-        if self.system_prompt == DEFAULT_SYSTEM_PROMPT:
-            return load_prompt("zoom_system")
+        """The system prompt text (a shipped one for a name of ``SYSTEM_PROMPTS``)."""
+        if self.system_prompt in SYSTEM_PROMPTS:
+            return load_prompt(SYSTEM_PROMPTS[self.system_prompt])
         return self.system_prompt
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from PIL import Image
 from hf_faithful.faithfulness.prompts import load_prompt
 from hf_faithful.mcot.backends import AnswerBackend
 from hf_faithful.mcot.trace import Trace
-from hf_faithful.mcot.zoom import Box
+from hf_faithful.mcot.zoom import Box, BoxRules, finish_crop
 
 __all__ = [
     "TEXT_CORRUPTIONS",
@@ -174,12 +174,16 @@ def _other_region(
     return image.crop((int(best.x1), int(best.y1), int(best.x2), int(best.y2))), best
 
 
-def intervene_visual(traces: Sequence[Trace], kind: str, seed: int = 0) -> list[Trace]:
+def intervene_visual(
+    traces: Sequence[Trace], kind: str, seed: int = 0, rules: BoxRules | None = None
+) -> list[Trace]:
     """``do(V)``: copies of ``traces`` with every crop replaced according to ``kind``.
 
     Traces without crops are returned unchanged (copied). ``shuffle`` needs at least two
     traces with crops; trace ``i`` gets the crops of another trace (cycled if it has
-    fewer), so each crop is real but answers a different question.
+    fewer), so each crop is real but answers a different question. ``rules``: the crop
+    handling of the tool (``crop_resize``), applied to ``other_region``'s new crops so
+    they reach the model as the tool's own would.
     """
     if kind not in VISUAL_INTERVENTIONS:
         raise ValueError(f"visual intervention must be one of {VISUAL_INTERVENTIONS}, got {kind!r}")
@@ -209,7 +213,8 @@ def intervene_visual(traces: Sequence[Trace], kind: str, seed: int = 0) -> list[
                     raise ValueError(
                         f"trace {trace.id or trace.source}: 'other_region' needs the full image"
                     )
-                step.crop, step.box = _other_region(trace.image, step.box, rng)
+                crop, step.box = _other_region(trace.image, step.box, rng)
+                step.crop = finish_crop(crop, rules)
             else:
                 step.crop = _noise_like(step.crop, kind, rng)
     return out

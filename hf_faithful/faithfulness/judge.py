@@ -6,6 +6,9 @@
 * Sufficiency: the judge sees only the crops and the question (no full image, no
   reasoning) and answers; the score is 1 if that answer matches the reference (the
   trace's own answer when there is no reference), else 0.
+* Validation (:meth:`FaithfulnessJudge.grade`): the judge says whether an answer is right
+  given the reference, so its verdicts can be compared with exact match or human labels:
+  a judge that cannot grade an answer cannot be trusted to grade crops either.
 
 The judge is any :class:`~hf_faithful.mcot.backends.AnswerBackend` (a local
 VLM or an OpenAI-compatible endpoint); the prompts are the shipped ones unless given.
@@ -120,8 +123,9 @@ class FaithfulnessJudge:
 
     Args:
         backend: the judge model (local or endpoint).
-        reliability_prompt / sufficiency_prompt: templates with the fields of the shipped
-            ones (``{question}``, ``{answer}``, ``{n_crops}`` / ``{question}``).
+        reliability_prompt / sufficiency_prompt / agreement_prompt: templates with the
+            fields of the shipped ones (``{question}``, ``{answer}``, ``{n_crops}`` /
+            ``{question}`` / ``{question}``, ``{reference}``, ``{answer}``).
         match: how the sufficiency answer is compared with the reference.
     """
 
@@ -131,12 +135,14 @@ class FaithfulnessJudge:
         *,
         reliability_prompt: str | None = None,
         sufficiency_prompt: str | None = None,
+        agreement_prompt: str | None = None,
         match: MatchMode | AnswerMatcher = "exact",
         max_new_tokens: int = 32,
     ) -> None:
         self.backend = backend
         self.reliability_prompt = reliability_prompt or load_prompt("judge_reliability")
         self.sufficiency_prompt = sufficiency_prompt or load_prompt("judge_sufficiency")
+        self.agreement_prompt = agreement_prompt or load_prompt("judge_agreement")
         self.match = match
         self.max_new_tokens = max_new_tokens
 
@@ -162,6 +168,31 @@ class FaithfulnessJudge:
             for i, reply in zip(index, answers):
                 replies[i] = reply
         return replies
+
+    def grade(self, traces: Sequence[Trace]) -> tuple[list[bool | None], list[str]]:
+        """The judge's verdict on each trace's answer against its reference (True: right;
+        None: no readable yes/no), and its replies; one batched call, text only."""
+        prompts = [
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "text",
+                            "text": self.agreement_prompt.format(
+                                question=t.question,
+                                reference=t.reference if t.reference is not None else "",
+                                answer=t.answer or "",
+                            ),
+                        }
+                    ],
+                }
+            ]
+            for t in traces
+        ]
+        replies = self.backend.answer(prompts, self.max_new_tokens) if prompts else []
+        scores = [parse_score(reply, scale=1.0) for reply in replies]
+        return [None if s is None else s >= 0.5 for s in scores], list(replies)
 
     def score(
         self, traces: Sequence[Trace], metrics: Sequence[str] = ("reliability", "sufficiency")

@@ -7,7 +7,14 @@ from hf_faithful.assets import PROMPTS_DIR
 
 __all__ = ["PROMPT_NAMES", "load_prompt"]
 
-PROMPT_NAMES = ("judge_reliability", "judge_sufficiency", "rewrite_reasoning", "zoom_system")
+PROMPT_NAMES = (
+    "deepeyes_system",
+    "judge_agreement",
+    "judge_reliability",
+    "judge_sufficiency",
+    "rewrite_reasoning",
+    "zoom_system",
+)
 
 
 def load_prompt(name: str) -> str:

@@ -20,6 +20,12 @@ from hf_faithful.faithfulness.stats import INTERVAL_METHOD, Effect, MeanScore
 
 __all__ = ["FaithfulnessReport", "data_provenance"]
 
+_MODES = {
+    "prefill": "prefilled <answer> continued",
+    "continue": "assistant turn continued",
+    "fresh_turn": "asked in a fresh user turn",
+}
+
 
 def data_provenance(path: str | os.PathLike, **extra: Any) -> dict[str, Any]:
     """Path, size and sha256 of a data file, so a report names exactly what it measured
@@ -38,7 +44,11 @@ class FaithfulnessReport:
 
     ``n_intervened``: per intervention, the valid traces it changed (the pairs of its
     effect); ``warnings``: what makes the figures unreadable; ``provenance``: what produced
-    them.
+    them; ``n_refused_calls``: tool calls the tool refused in the valid traces (kept: the
+    model saw the error and went on); ``answer_mode``: how answers were regenerated;
+    ``ate_v_continuation``: ATE_V with the post-crop reasoning regenerated too (``ate_v``
+    holds it fixed); ``judge_agreement``: the judge's agreement with exact match or given
+    labels (``validate_judge``).
     """
 
     n_traces: int
@@ -56,6 +66,10 @@ class FaithfulnessReport:
     n_intervened: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    n_refused_calls: int = 0
+    answer_mode: str | None = None
+    ate_v_continuation: Effect | None = None
+    judge_agreement: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def plain(x: Any) -> Any:
@@ -66,14 +80,18 @@ class FaithfulnessReport:
             "n_traces": self.n_traces,
             "n_valid": self.n_valid,
             "n_intervened": self.n_intervened,
+            "n_refused_calls": self.n_refused_calls,
+            "answer_mode": self.answer_mode,
             "interval_method": INTERVAL_METHOD,
             "accuracy": plain(self.accuracy),
             "control_accuracy": plain(self.control_accuracy),
             "ate_t": plain(self.ate_t),
             "ate_v": plain(self.ate_v),
+            "ate_v_continuation": plain(self.ate_v_continuation),
             "effects": {name: e.to_dict() for name, e in self.effects.items()},
             "reliability": plain(self.reliability),
             "sufficiency": plain(self.sufficiency),
+            "judge_agreement": self.judge_agreement,
             "invalid": self.invalid,
             "samples": self.samples,
             "config": self.config,
@@ -120,10 +138,23 @@ class FaithfulnessReport:
         for warning in self.warnings:  # one quote each, so they do not run together
             lines += [f"> **WARNING:** {warning}", ""]
         intervened = ", ".join(f"{name} {n}" for name, n in self.n_intervened.items())
+        refused = self.n_refused_calls
         lines += [
             f"{self.n_valid} valid traces of {self.n_traces}"
+            + (
+                f" ({refused} refused tool call{'s' if refused != 1 else ''} in them, kept: "
+                "the model saw the tool's error and went on)"
+                if refused
+                else ""
+            )
             + (f"; traces each intervention changed: {intervened}" if intervened else "")
-            + f"; baseline of the effects: {self.config.get('baseline')}.",
+            + f"; baseline of the effects: {self.config.get('baseline')}"
+            + (
+                f"; answers regenerated: {_MODES.get(self.answer_mode, self.answer_mode)}"
+                if self.answer_mode
+                else ""
+            )
+            + ".",
             "",
             f"| condition | accuracy | ATE | {level} CI | McNemar p | lost | gained | "
             "traces (intervened of valid) | baseline accuracy on them |",
@@ -138,8 +169,15 @@ class FaithfulnessReport:
                 f"| control (regenerated) | {fmt(self.control_accuracy.mean)} | | | | | | "
                 f"{self.n_valid} | |"
             )
+        both = self.ate_v_continuation is not None
         for name, e in self.effects.items():
-            tag = " (ATE_T)" if e is self.ate_t else " (ATE_V)" if e is self.ate_v else ""
+            tag = ""
+            if e is self.ate_t:
+                tag = " (ATE_T)"
+            elif e is self.ate_v:
+                tag = " (ATE_V, answer only)" if both else " (ATE_V)"
+            elif e is self.ate_v_continuation:
+                tag = " (ATE_V, regenerated continuation)"
             lines.append(
                 f"| do({name}){tag} | {fmt(e.intervened_accuracy)} | {e.ate:+.3f} | "
                 f"[{e.ci_low:+.3f}, {e.ci_high:+.3f}] | {e.p_value:.3g} | {e.n_lost} | "
@@ -153,6 +191,15 @@ class FaithfulnessReport:
                 "estimated over the traces its intervention changed (accuracies of a do() "
                 "row and its baseline are over those traces).",
             ]
+            if both:
+                lines += [
+                    "",
+                    "ATE_V (answer only) regenerates the answer after the reasoning the model "
+                    "wrote on seeing the real crop, held fixed; ATE_V (regenerated "
+                    "continuation) regenerates that reasoning too, from the tool's response "
+                    "on, against a control regenerated the same way (rows ending in "
+                    "'(continuation)').",
+                ]
         judged = [
             (n, s)
             for n, s in (("reliability", self.reliability), ("sufficiency", self.sufficiency))
@@ -167,6 +214,27 @@ class FaithfulnessReport:
             for name, s in judged:
                 ci = "n/a" if s.mean is None else f"[{s.ci_low:.3f}, {s.ci_high:.3f}]"
                 lines.append(f"| {name} | {fmt(s.mean)} | {ci} | {s.n} | {s.n_missing} |")
+        agreement = self.judge_agreement
+        if agreement:
+            if not judged:
+                lines += [
+                    "",
+                    f"| judge metric | mean | {level} CI | scored | unscored |",
+                    "|---|---|---|---|---|",
+                ]
+            score = agreement.get("agreement")
+            ci = "n/a" if not score else f"[{score['ci_low']:.3f}, {score['ci_high']:.3f}]"
+            lines.append(
+                f"| judge agreement with {agreement['labels']} (validation) | "
+                f"{fmt(score['mean'] if score else None)} | {ci} | "
+                f"{agreement['n'] - agreement['n_unscored']} | {agreement['n_unscored']} |"
+            )
+            kappa = agreement.get("cohen_kappa")
+            lines += [
+                "",
+                "Judge validation: the judge said whether each sampled answer is right; "
+                f"agreement with {agreement['labels']}, Cohen's kappa {fmt(kappa, 2)}.",
+            ]
         if self.invalid:
             lines += ["", f"## Invalid traces ({len(self.invalid)}, left out)", ""]
             for bad in self.invalid:

@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image
 
-from hf_faithful.mcot.backends import AnswerBackend, Prompt
+from hf_faithful.mcot.backends import AnswerBackend, BackendError, Prompt, answer_each
 
 __all__ = ["CachedBackend"]
 
@@ -42,7 +42,8 @@ class CachedBackend:
     Answers are keyed by ``namespace`` (name the model: a cache does not know when
     weights change), the prompt (images by content hash), ``max_new_tokens`` and ``stop``.
     Each chunk of ``chunk_size`` answers is appended and flushed before the next is asked;
-    a line torn by a crash is ignored when the file is read back.
+    a line torn by a crash is ignored when the file is read back. A failed request
+    (:meth:`answer_each`) is not stored, so a rerun asks it again.
     """
 
     def __init__(
@@ -77,23 +78,52 @@ class CachedBackend:
         max_new_tokens: int = 128,
         stop: Sequence[str] | None = None,
     ) -> list[str]:
+        """The replies, from the cache or the backend; a failed request raises."""
+        replies = self._answer(prompts, max_new_tokens, stop, each=False)
+        return replies  # type: ignore[return-value]
+
+    def answer_each(
+        self,
+        prompts: Sequence[Prompt],
+        max_new_tokens: int = 128,
+        stop: Sequence[str] | None = None,
+    ) -> list[str | BackendError]:
+        """As :func:`~hf_faithful.mcot.backends.answer_each` of the wrapped backend."""
+        return self._answer(prompts, max_new_tokens, stop, each=True)
+
+    def _answer(
+        self,
+        prompts: Sequence[Prompt],
+        max_new_tokens: int,
+        stop: Sequence[str] | None,
+        *,
+        each: bool,
+    ) -> list[str | BackendError]:
         keys = [_prompt_key(p, self.namespace, max_new_tokens, stop) for p in prompts]
         todo: dict[str, int] = {}
         for i, key in enumerate(keys):
             if key not in self.cache:
                 todo.setdefault(key, i)
         pending = list(todo.items())
+        failed: dict[str, BackendError] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for start in range(0, len(pending), self.chunk_size):
             chunk = pending[start : start + self.chunk_size]
-            replies = self.backend.answer([prompts[i] for _, i in chunk], max_new_tokens, stop)
+            asked = [prompts[i] for _, i in chunk]
+            if each:
+                replies = answer_each(self.backend, asked, max_new_tokens, stop)
+            else:
+                replies = self.backend.answer(asked, max_new_tokens, stop)
             with open(self.path, "a", encoding="utf-8") as handle:
                 if self._torn:
                     handle.write("\n")
                     self._torn = False
                 for (key, _), reply in zip(chunk, replies):
+                    if isinstance(reply, BackendError):
+                        failed[key] = reply
+                        continue
                     self.cache[key] = reply
                     handle.write(json.dumps({"key": key, "reply": reply}) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-        return [self.cache[key] for key in keys]
+        return [failed[key] if key in failed else self.cache[key] for key in keys]

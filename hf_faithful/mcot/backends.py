@@ -5,14 +5,21 @@ SCCM's sufficiency answerer; :func:`build_backend` is the one factory they all c
 
 A prompt is a list of chat messages whose ``content`` is a string or a list of parts
 ``{"type": "text", "text": ...}`` / ``{"type": "image", "image": PIL.Image}``. When the
-last message is from the assistant, the reply continues it (a prefilled answer).
+last message is from the assistant, the reply continues it (a prefilled answer) where
+the backend can (:func:`can_continue`).
 :class:`~hf_faithful.mcot.backend_cache.CachedBackend` stores any backend's answers.
+
+A request an endpoint does not answer raises :class:`BackendError` (the URL and the
+reason in its message); :func:`answer_each` returns such errors per prompt instead, so one
+refused request (an image too large, a context too long) costs one record, not the run,
+while an unreachable endpoint (:class:`EndpointUnreachableError`) still stops it at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,9 +35,13 @@ from hf_faithful.mcot.messages import content_text
 
 __all__ = [
     "AnswerBackend",
+    "BackendError",
+    "EndpointUnreachableError",
     "LocalVLMBackend",
     "OpenAIChatBackend",
+    "answer_each",
     "build_backend",
+    "can_continue",
     "cut_at_stop",
     "load_local_backend",
 ]
@@ -48,6 +59,43 @@ class AnswerBackend(Protocol):
         max_new_tokens: int = 128,
         stop: Sequence[str] | None = None,
     ) -> list[str]: ...
+
+
+class BackendError(RuntimeError):
+    """A request the backend could not get answered; the message names the URL and why."""
+
+
+class EndpointUnreachableError(BackendError):
+    """The endpoint cannot be reached at all (refused, unknown host, timeout): every
+    request would fail the same way, so callers stop instead of going on record by record."""
+
+
+def answer_each(
+    backend: AnswerBackend,
+    prompts: Sequence[Prompt],
+    max_new_tokens: int = 128,
+    stop: Sequence[str] | None = None,
+) -> list[str | BackendError]:
+    """``backend.answer`` with a :class:`BackendError` in place of each reply whose request
+    failed, where the backend can tell them apart (``answer_each`` method: endpoints and
+    their caches); other backends answer or raise as a whole. An unreachable endpoint
+    raises :class:`EndpointUnreachableError`."""
+    each = getattr(backend, "answer_each", None)
+    if callable(each):
+        return each(prompts, max_new_tokens, stop)
+    return list(backend.answer(prompts, max_new_tokens, stop))
+
+
+def can_continue(backend: Any) -> bool:
+    """Whether ``backend`` continues a prompt that ends in an assistant turn (a prefilled
+    ``<answer>``) rather than opening a new turn: local models do, an endpoint only when
+    built with ``continue_final_message`` (vLLM, SGLang); wrappers (``CachedBackend``) are
+    seen through. Unknown backends are assumed to continue."""
+    while hasattr(backend, "backend") and hasattr(backend, "namespace"):  # CachedBackend
+        backend = backend.backend
+    if isinstance(backend, OpenAIChatBackend):
+        return backend.continue_final_message
+    return True
 
 
 def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
@@ -263,6 +311,9 @@ class OpenAIChatBackend:
         self.continue_final_message = continue_final_message
         self.extra_body = dict(extra_body or {})
         self.show_progress = show_progress
+        # set once the endpoint proved unreachable: requests still queued fail at once
+        self._unreachable = threading.Event()
+        self._unreachable_reason = ""
 
     def _payload(self, prompt: Prompt, max_new_tokens: int, stop: Sequence[str] | None) -> dict:
         payload: dict[str, Any] = {
@@ -294,16 +345,27 @@ class OpenAIChatBackend:
                 if err.code in (429, 500, 502, 503, 504) and attempt < self.max_retries:
                     time.sleep(2**attempt)
                     continue
-                raise RuntimeError(f"{self.url} answered HTTP {err.code}: {body}") from None
-            except (urllib.error.URLError, TimeoutError) as err:
+                raise BackendError(f"{self.url} answered HTTP {err.code}: {body}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+                if self._unreachable.is_set():
+                    raise EndpointUnreachableError(self._unreachable_reason) from None
                 if attempt < self.max_retries:
                     time.sleep(2**attempt)
                     continue
-                raise RuntimeError(f"cannot reach {self.url}: {err}") from None
+                reason = getattr(err, "reason", err)
+                self._unreachable_reason = (
+                    f"cannot reach {self.url} ({reason}) after {self.max_retries + 1} "
+                    "attempts: is the server running, and is the endpoint URL right "
+                    "(e.g. http://localhost:8000/v1)?"
+                )
+                self._unreachable.set()
+                raise EndpointUnreachableError(self._unreachable_reason) from None
+            except json.JSONDecodeError as err:
+                raise BackendError(f"{self.url} answered with invalid JSON ({err.msg})") from None
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise RuntimeError(
+            raise BackendError(
                 f"{self.url} returned no choices[0].message.content: {str(data)[:300]}"
             ) from None
         # some servers return content parts
@@ -315,15 +377,42 @@ class OpenAIChatBackend:
         max_new_tokens: int = 128,
         stop: Sequence[str] | None = None,
     ) -> list[str]:
+        """The replies, in order; raises the first :class:`BackendError`."""
+        replies = self.answer_each(prompts, max_new_tokens, stop)
+        for reply in replies:
+            if isinstance(reply, BackendError):
+                raise reply
+        return replies  # type: ignore[return-value]
+
+    def _post_or_error(self, payload: dict) -> str | BackendError:
+        if self._unreachable.is_set():
+            return EndpointUnreachableError(self._unreachable_reason)
+        try:
+            return self._post(payload)
+        except BackendError as err:
+            return err
+
+    def answer_each(
+        self,
+        prompts: Sequence[Prompt],
+        max_new_tokens: int = 128,
+        stop: Sequence[str] | None = None,
+    ) -> list[str | BackendError]:
+        """The replies, with a :class:`BackendError` in place of each failed request;
+        raises :class:`EndpointUnreachableError` when the endpoint cannot be reached."""
         _check_prompts(prompts, max_new_tokens)
+        self._unreachable.clear()
         payloads = [self._payload(p, max_new_tokens, stop) for p in prompts]
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-            results = pool.map(self._post, payloads)
-            texts = list(
+            results = pool.map(self._post_or_error, payloads)
+            replies = list(
                 tqdm(results, total=len(payloads), desc="requests", disable=not self.show_progress)
             )
+        for reply in replies:
+            if isinstance(reply, EndpointUnreachableError):
+                raise reply
         # Servers that ignore `stop` still get their reply cut the same way.
-        return [cut_at_stop(t, stop) for t in texts]
+        return [r if isinstance(r, BackendError) else cut_at_stop(r, stop) for r in replies]
 
 
 def load_local_backend(

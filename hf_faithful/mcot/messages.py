@@ -23,8 +23,11 @@ from hf_faithful.mcot.answers import extract_answer
 
 __all__ = [
     "DEEPEYES_SYSTEM_PROMPT",
+    "DEFAULT_TOOL_ERROR",
+    "DEFAULT_TOOL_RESPONSE",
     "TOOL_NAME",
     "answer_from_reply",
+    "check_tool_templates",
     "content_text",
     "final_answer",
     "message_text",
@@ -42,6 +45,12 @@ DEEPEYES_SYSTEM_PROMPT = (
     "region to look at it closely; you may zoom in several times. Give the final answer inside "
     "<answer></answer>."
 )
+
+# How the tool answers a call: ``{image}`` marks where the crop goes, ``{error}`` the
+# reason a call was refused. Configurable because models are trained on one wording
+# (DeepEyes repeats its user instruction inside every tool response).
+DEFAULT_TOOL_RESPONSE = "<tool_response>{image}</tool_response>"
+DEFAULT_TOOL_ERROR = "<tool_response>Error: {error}</tool_response>"
 
 Message = dict[str, Any]
 
@@ -105,18 +114,34 @@ def parse_tool_call(payload: Any) -> tuple[Any, str | None]:
     return arguments["bbox_2d"], None if label is None else str(label)
 
 
-def tool_response_content(response: Image.Image | str | None) -> list[dict[str, Any]]:
-    """Content of the user turn answering a zoom-in call: the crop inside
-    ``<tool_response>``, or the tool's error message when it refused the box."""
+def check_tool_templates(response: str, error: str) -> None:
+    """Raise ValueError unless ``response`` holds ``{image}`` exactly once and ``error``
+    holds ``{error}`` (else the crop or the reason would silently vanish)."""
+    if response.count("{image}") != 1:
+        raise ValueError(f"tool_response must contain '{{image}}' once, got {response!r}")
+    if "{error}" not in error:
+        raise ValueError(f"tool_error must contain '{{error}}', got {error!r}")
+
+
+def tool_response_content(
+    response: Image.Image | str | None,
+    template: str = DEFAULT_TOOL_RESPONSE,
+    error_template: str = DEFAULT_TOOL_ERROR,
+) -> list[dict[str, Any]]:
+    """Content of the user turn answering a zoom-in call: ``template`` with the crop in
+    place of ``{image}``, or ``error_template`` with the tool's message in place of
+    ``{error}`` when it refused the box (plain replacement: other braces stay)."""
+    check_tool_templates(template, error_template)
     if isinstance(response, Image.Image):
-        return [
-            {"type": "text", "text": "<tool_response>"},
-            {"type": "image", "image": response},
-            {"type": "text", "text": "</tool_response>"},
-        ]
-    return [
-        {"type": "text", "text": f"<tool_response>Error: {response or 'no crop'}</tool_response>"}
-    ]
+        before, after = template.split("{image}")
+        parts: list[dict[str, Any]] = []
+        if before:
+            parts.append({"type": "text", "text": before})
+        parts.append({"type": "image", "image": response})
+        if after:
+            parts.append({"type": "text", "text": after})
+        return parts
+    return [{"type": "text", "text": error_template.replace("{error}", response or "no crop")}]
 
 
 def sufficiency_query(crops: Sequence[Image.Image], question: str, prompt: str) -> list[Message]:

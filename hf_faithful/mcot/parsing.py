@@ -2,8 +2,11 @@
 become :class:`~hf_faithful.mcot.trace.Trace` objects (files of records: :mod:`.records`).
 
 A parser never raises on a malformed trace: it returns a Trace whose ``errors`` say what
-is wrong (broken JSON, refused box, missing answer, too many tool calls), so a file with
-bad lines is reported line by line. Crops not supplied with a trace are recomputed from
+is wrong (missing answer, too many tool calls, unreadable image), so a file with bad lines
+is reported line by line. A tool call the tool refuses (broken JSON, a box outside the
+image) is no error of the trace: DeepEyes answers it with ``Error: ...`` and lets the
+model go on, so such a trace stays valid and the refusal is kept on its step
+(:attr:`~hf_faithful.mcot.trace.Trace.refused_calls`). Crops not supplied with a trace are recomputed from
 the original image with :func:`~hf_faithful.mcot.zoom.zoom_in`, exactly as the tool
 would have returned them.
 """
@@ -111,8 +114,7 @@ def _build_trace(
             elif not supplied:
                 raise ValueError("no image to crop from")
         except (InvalidBoxError, ValueError) as err:
-            step.error = str(err)
-            errors.append(f"tool call {n_calls}: {err}")
+            step.error = str(err)  # a refused call: the model saw the error and went on
         if step.error is None:
             step.crop = supplied.pop(0) if supplied else zoom_in(image, bbox, rules)
         steps.append(step)
@@ -297,7 +299,8 @@ def trace_from_record(
     as one of ``steps`` (this package's format, with ``answer`` the model's answer),
     ``messages`` (conversation) or ``response``/``completion``/``output``/``trace``
     (DeepEyes text, optional ``crops``). With ``messages`` or a text response, a plain
-    ``answer`` key is the reference, as in DeepEyes datasets.
+    ``answer`` key is the reference, as in DeepEyes datasets. An optional ``judge_label``
+    (true/false: is the answer right?) goes to ``metadata`` for judge validation.
     """
     if not isinstance(record, Mapping):
         return Trace(
@@ -371,4 +374,24 @@ def trace_from_record(
         )
     if not trace.question:
         trace.errors.append("missing question")
+    if record.get("judge_label") is not None:
+        try:
+            trace.metadata["judge_label"] = _label(record["judge_label"])
+        except ValueError as err:
+            trace.errors.append(str(err))
     return trace
+
+
+_LABELS = {"true": True, "yes": True, "correct": True, "1": True}
+_LABELS |= {"false": False, "no": False, "incorrect": False, "wrong": False, "0": False}
+
+
+def _label(value: Any) -> bool:
+    """A human label of whether the answer is right (judge validation), read leniently."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _LABELS:
+        return _LABELS[value.strip().lower()]
+    raise ValueError(f"judge_label must be true/false (yes/no, 1/0), got {value!r}")

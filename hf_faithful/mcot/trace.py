@@ -18,7 +18,12 @@ from typing import Any, Literal
 from PIL import Image
 
 from hf_faithful.mcot.images import png_data_uri
-from hf_faithful.mcot.messages import tool_call_text, tool_response_content
+from hf_faithful.mcot.messages import (
+    DEFAULT_TOOL_ERROR,
+    DEFAULT_TOOL_RESPONSE,
+    tool_call_text,
+    tool_response_content,
+)
 from hf_faithful.mcot.zoom import Box
 
 __all__ = ["Step", "Trace"]
@@ -81,6 +86,16 @@ class Trace:
         return [s.box for s in self.steps if s.kind == "zoom" and s.box is not None]
 
     @property
+    def refused_calls(self) -> list[str]:
+        """``"tool call N: reason"`` for each call the tool refused. The trace stays valid:
+        the model saw the error and went on, as DeepEyes allows."""
+        return [
+            f"tool call {i}: {s.error}"
+            for i, s in enumerate(self.zoom_steps, start=1)
+            if s.error is not None
+        ]
+
+    @property
     def reasoning(self) -> str:
         """All reasoning text, in order (what a textual intervention corrupts)."""
         return "\n".join(s.text for s in self.steps if s.kind == "text")
@@ -100,6 +115,9 @@ class Trace:
         user_template: str = "{question}",
         include_answer: bool = True,
         prefill_answer: bool = False,
+        tool_response: str = DEFAULT_TOOL_RESPONSE,
+        tool_error: str = DEFAULT_TOOL_ERROR,
+        until_last_crop: bool = False,
     ) -> list[dict[str, Any]]:
         """Render as chat messages (content lists with PIL images) for a processor's template,
         in DeepEyes' format (see :mod:`hf_faithful.mcot.messages`).
@@ -107,6 +125,11 @@ class Trace:
         With ``include_answer=False`` the last assistant turn holds the
         reasoning after the last crop, so the answer can be regenerated from that prefix;
         ``prefill_answer`` also opens ``<answer>`` so the model writes the answer at once.
+        ``tool_response`` / ``tool_error`` word the tool's turns (see
+        :func:`~hf_faithful.mcot.messages.tool_response_content`). ``until_last_crop``
+        stops after the tool's response holding the last crop (the reasoning after it and
+        the answer left out), so the model regenerates everything that crop led to; a
+        trace without crops renders as usual.
         """
         messages: list[dict[str, Any]] = []
         if system_prompt:
@@ -119,7 +142,12 @@ class Trace:
         user.append({"type": "text", "text": user_template.format(question=self.question)})
         messages.append({"role": "user", "content": user})
         pending = ""
-        for step in self.steps:
+        steps = self.steps
+        crops = [i for i, s in enumerate(steps) if s.kind == "zoom" and s.crop is not None]
+        cut = until_last_crop and bool(crops)
+        if cut:
+            steps = steps[: crops[-1] + 1]
+        for step in steps:
             if step.kind == "text":
                 pending += f"<think>{step.text}</think>\n"
                 continue
@@ -127,7 +155,10 @@ class Trace:
             messages.append({"role": "assistant", "content": [{"type": "text", "text": pending}]})
             pending = ""
             response = step.crop if step.crop is not None else step.error
-            messages.append({"role": "user", "content": tool_response_content(response)})
+            content = tool_response_content(response, tool_response, tool_error)
+            messages.append({"role": "user", "content": content})
+        if cut:
+            return messages
         if include_answer and self.answer is not None:
             pending += f"<answer>{self.answer}</answer>"
         elif prefill_answer:

@@ -5,6 +5,12 @@ rejected when inverted or empty, when a side is not longer than ``min_side`` pix
 (DeepEyes asserts ``min(height, width) > 30``), or when its aspect ratio exceeds
 ``max_aspect_ratio``. Qwen2.5-VL emits absolute pixel coordinates,
 Qwen3-VL coordinates normalized to 0..1000; ``BoxRules.coords`` says which.
+
+DeepEyes' later tool (v5) and its evaluation handle crops differently, and a model is
+measured under the rules it was trained with: ``BoxRules.enlarge_below`` scales a tiny box
+about its centre instead of refusing it, ``BoxRules.crop_resize="smart_resize"`` resizes
+the crop to multiples of 28 pixels as DeepEyes' evaluation does (see
+:func:`enlarge_box` and :func:`smart_resize`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,16 @@ from typing import Any, Literal
 
 from PIL import Image
 
-__all__ = ["Box", "BoxRules", "InvalidBoxError", "normalize_box", "zoom_in"]
+__all__ = [
+    "Box",
+    "BoxRules",
+    "InvalidBoxError",
+    "enlarge_box",
+    "finish_crop",
+    "normalize_box",
+    "smart_resize",
+    "zoom_in",
+]
 
 
 class InvalidBoxError(ValueError):
@@ -34,6 +49,12 @@ class BoxRules:
         max_aspect_ratio: longest side over shortest side (DeepEyes: 100).
         clamp: clip the box to the image first (DeepEyes does); if False a box reaching
             outside the image is refused.
+        enlarge_below: when > 0, a box with a side shorter than this many pixels is scaled
+            about its centre until that side reaches it, instead of being refused
+            (DeepEyes v5: 28); the enlarged box may reach past the image, whose crop is
+            then padded black, as PIL does in DeepEyes.
+        crop_resize: ``"smart_resize"`` resizes each crop (bicubic) to multiples of 28
+            pixels within 4*28*28 .. 16384*28*28 pixels, as DeepEyes' evaluation does.
     """
 
     coords: Literal["absolute", "normalized_1000"] = field(
@@ -51,6 +72,17 @@ class BoxRules:
     clamp: bool = field(
         default=True, metadata={"help": "clip a box to the image before validating it"}
     )
+    enlarge_below: int = field(
+        default=0,
+        metadata={
+            "help": "enlarge boxes with a side shorter than this (px) about their centre "
+            "instead of refusing them (DeepEyes v5: 28); 0 = off"
+        },
+    )
+    crop_resize: Literal["none", "smart_resize"] = field(
+        default="none",
+        metadata={"help": "resize crops: 'smart_resize' to multiples of 28 px (DeepEyes eval)"},
+    )
 
     def __post_init__(self) -> None:
         if self.coords not in ("absolute", "normalized_1000"):
@@ -61,6 +93,12 @@ class BoxRules:
             raise ValueError(f"BoxRules.min_side must be >= 0, got {self.min_side}")
         if not self.max_aspect_ratio >= 1:
             raise ValueError(f"BoxRules.max_aspect_ratio must be >= 1, got {self.max_aspect_ratio}")
+        if self.enlarge_below < 0:
+            raise ValueError(f"BoxRules.enlarge_below must be >= 0, got {self.enlarge_below}")
+        if self.crop_resize not in ("none", "smart_resize"):
+            raise ValueError(
+                f"BoxRules.crop_resize must be 'none' or 'smart_resize', got {self.crop_resize!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -170,30 +208,94 @@ def normalize_box(bbox: Any, image_size: tuple[int, int], rules: BoxRules | None
     elif box.x1 < 0 or box.y1 < 0 or box.x2 > width or box.y2 > height:
         raise InvalidBoxError(f"box {raw} reaches outside the {width}x{height} image")
     short, long = sorted((box.width, box.height))
+    if short < rules.enlarge_below:  # DeepEyes v5 checks the aspect before and after
+        _check_aspect(raw, short, long, rules)
+        box = enlarge_box(box, rules.enlarge_below)
+        short, long = sorted((box.width, box.height))
     if short <= rules.min_side:
         raise InvalidBoxError(
             f"box {raw} is too small: side {short:g} px, needs > min_side {rules.min_side} px"
         )
+    _check_aspect(raw, short, long, rules)
+    return box
+
+
+def _check_aspect(raw: list[float], short: float, long: float, rules: BoxRules) -> None:
     if long / short > rules.max_aspect_ratio:
         raise InvalidBoxError(
             f"box {raw} has aspect ratio {long / short:.1f} > max_aspect_ratio "
             f"{rules.max_aspect_ratio:g}"
         )
-    return box
 
 
-def _pixel_box(box: Box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Integer crop covering the whole (fractional) box, within the image."""
-    width, height = image_size
-    return (
-        max(0, math.floor(box.x1)),
-        max(0, math.floor(box.y1)),
-        min(width, math.ceil(box.x2)),
-        min(height, math.ceil(box.y2)),
+def enlarge_box(box: Box, side: int) -> Box:
+    """``box`` scaled about its centre so that its shorter side is ``side`` pixels, on
+    integer pixels, as ``maybe_resize_bbox`` in DeepEyes'
+    ``verl/workers/agent/envs/mm_process_engine/visual_toolbox_v5.py``: a tiny box the
+    model asked for becomes a small crop around the same point instead of an error."""
+    ratio = side / min(box.width, box.height)
+    cx, cy = (box.x1 + box.x2) / 2.0, (box.y1 + box.y2) / 2.0
+    half_w, half_h = math.ceil(box.width * ratio * 0.5), math.ceil(box.height * ratio * 0.5)
+    return Box(
+        float(math.floor(cx - half_w)),
+        float(math.floor(cy - half_h)),
+        float(math.ceil(cx + half_w)),
+        float(math.ceil(cy + half_h)),
     )
+
+
+# qwen-vl-utils' smart_resize as copied into DeepEyes' eval/eval_vstar.py
+IMAGE_FACTOR = 28
+MIN_PIXELS = 4 * 28 * 28
+MAX_PIXELS = 16384 * 28 * 28
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = IMAGE_FACTOR,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[int, int]:
+    """``(height, width)`` rounded to multiples of ``factor`` with the pixel count within
+    ``min_pixels .. max_pixels`` (aspect ratio kept), as DeepEyes' ``eval/eval_vstar.py``
+    (from qwen-vl-utils) resizes every crop before sending it."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def _pixel_box(box: Box, image_size: tuple[int, int], clip: bool) -> tuple[int, int, int, int]:
+    """Integer crop covering the whole (fractional) box, within the image when ``clip``."""
+    x1, y1 = math.floor(box.x1), math.floor(box.y1)
+    x2, y2 = math.ceil(box.x2), math.ceil(box.y2)
+    if not clip:
+        return x1, y1, x2, y2
+    width, height = image_size
+    return max(0, x1), max(0, y1), min(width, x2), min(height, y2)
+
+
+def finish_crop(crop: Image.Image, rules: BoxRules | None = None) -> Image.Image:
+    """A crop as the tool hands it to the model (``rules.crop_resize``); interventions
+    that cut new crops (``other_region``) pass theirs through it too."""
+    if rules is None or rules.crop_resize == "none":
+        return crop
+    height, width = smart_resize(crop.height, crop.width)
+    if (width, height) == crop.size:
+        return crop
+    return crop.resize((width, height), resample=Image.BICUBIC)
 
 
 def zoom_in(image: Image.Image, bbox: Any, rules: BoxRules | None = None) -> Image.Image:
     """Crop the original ``image`` to ``bbox`` after ``normalize_box``; raises InvalidBoxError."""
     box = normalize_box(bbox, image.size, rules)
-    return image.crop(_pixel_box(box, image.size))
+    clip = rules is None or rules.enlarge_below == 0  # DeepEyes v5 pads enlarged boxes
+    return finish_crop(image.crop(_pixel_box(box, image.size, clip)), rules)

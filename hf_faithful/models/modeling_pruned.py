@@ -32,6 +32,9 @@ class PrunedLlamaConfig(PretrainedConfig):
         num_attention_heads_per_layer / num_key_value_heads_per_layer /
         intermediate_size_per_layer: one entry per decoder layer.
         pruning: provenance (base model, method, sparsity, steps, ...).
+        o_proj_bias / down_proj_bias: every layer's attention output / MLP down projection
+            has a bias (bias compensation puts the removed units' mean contribution there),
+            whatever the original architecture says.
     """
 
     model_type = "pruned_llama"
@@ -45,6 +48,8 @@ class PrunedLlamaConfig(PretrainedConfig):
     intermediate_size_per_layer: list[int] | None = None
     pruning: dict | None = None
     tie_word_embeddings: bool = False
+    o_proj_bias: bool = False
+    down_proj_bias: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -93,13 +98,16 @@ class PrunedLlamaConfig(PretrainedConfig):
         return self.text_config.max_position_embeddings
 
 
-def _resized(linear: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
+def _resized(
+    linear: nn.Linear, in_features: int, out_features: int, bias: bool = False
+) -> nn.Linear:
+    """A new Linear of the given size, with a bias if ``linear`` had one or ``bias``."""
     with warnings.catch_warnings():  # a fully pruned layer has zero-size projections
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
         return nn.Linear(
             in_features,
             out_features,
-            bias=linear.bias is not None,
+            bias=bias or linear.bias is not None,
             device=linear.weight.device,
             dtype=linear.weight.dtype,
         )
@@ -114,11 +122,11 @@ class EmptyAttention(nn.Module):
     placeholder keeps that length right for every cache class at negligible memory.
     """
 
-    def __init__(self, attention: nn.Module, hidden_size: int):
+    def __init__(self, attention: nn.Module, hidden_size: int, bias: bool = False):
         super().__init__()
         self.layer_idx = attention.layer_idx
         self.head_dim = attention.head_dim
-        self.o_proj = _resized(attention.o_proj, 0, hidden_size)
+        self.o_proj = _resized(attention.o_proj, 0, hidden_size, bias)
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
@@ -141,16 +149,16 @@ def resize_decoder_layers(decoder: nn.Module, config: PrunedLlamaConfig) -> None
         attn, mlp = layer.self_attn, layer.mlp
         mlp.gate_proj = _resized(mlp.gate_proj, hidden, width)
         mlp.up_proj = _resized(mlp.up_proj, hidden, width)
-        mlp.down_proj = _resized(mlp.down_proj, width, hidden)
+        mlp.down_proj = _resized(mlp.down_proj, width, hidden, config.down_proj_bias)
         mlp.intermediate_size = width
         if kv_heads == 0:
-            layer.self_attn = EmptyAttention(attn, hidden)
+            layer.self_attn = EmptyAttention(attn, hidden, config.o_proj_bias)
             continue
         head_dim = attn.head_dim
         attn.q_proj = _resized(attn.q_proj, hidden, heads * head_dim)
         attn.k_proj = _resized(attn.k_proj, hidden, kv_heads * head_dim)
         attn.v_proj = _resized(attn.v_proj, hidden, kv_heads * head_dim)
-        attn.o_proj = _resized(attn.o_proj, heads * head_dim, hidden)
+        attn.o_proj = _resized(attn.o_proj, heads * head_dim, hidden, config.o_proj_bias)
         attn.num_key_value_groups = heads // kv_heads
 
 

@@ -55,16 +55,26 @@ def compress_model(
     channels: torch.Tensor,
     *,
     provenance: dict[str, Any] | None = None,
+    input_means: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
 ) -> PrunedLlamaForCausalLM:
     """A [`PrunedLlamaForCausalLM`] holding only the units where the masks are 1.
 
     ``heads`` / ``channels`` are flat 0/1 pool masks (layer order) as returned by
     ``PolicyGradientPruner.hard_masks``. The source model is left untouched; the new
     model's tensors are copies on the source's devices.
+
+    ``input_means`` (flat calibration means of the inputs of every ``o_proj`` and every
+    ``down_proj``; None for a pool left alone) turns on bias compensation: each
+    projection gains the bias ``W[:, removed] @ mean[removed]`` (added to any bias it
+    had), so the model computes what the masked model with removed inputs replaced by
+    their means computes. Its config records the biases, so ``from_pretrained`` builds
+    them.
     """
     config = model.config
     text_config = config.text_config if isinstance(config, PrunedLlamaConfig) else config
     check_layer_names(layers)
+    o_means, down_means = input_means if input_means is not None else (None, None)
+    biases = _compensation_biases(layers, heads, channels, o_means, down_means)
     head_parts = heads.split([layer.num_kv_heads for layer in layers])
     channel_parts = channels.split([layer.intermediate_size for layer in layers])
     # layers that lose every head keep only o_proj (as a 0-input projection)
@@ -83,6 +93,8 @@ def compress_model(
         intermediate_size_per_layer=[int(p.sum()) for p in channel_parts],
         pruning=provenance or {},
         tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        o_proj_bias=_had_bias(config, "o_proj_bias") or o_means is not None,
+        down_proj_bias=_had_bias(config, "down_proj_bias") or down_means is not None,
     )
 
     slices: dict[str, tuple[int, torch.Tensor]] = {}  # parameter name -> (dim, kept indices)
@@ -121,6 +133,11 @@ def compress_model(
             state[name] = tensor.index_select(dim, index.to(tensor.device))
         else:
             state[name] = tensor.clone()
+    for name, bias in biases.items():
+        weight = state[name.removesuffix("bias") + "weight"]
+        if name in state:
+            bias = bias + state[name].double()
+        state[name] = bias.to(device=weight.device, dtype=weight.dtype)
 
     with init_empty_weights(include_buffers=False):
         pruned = PrunedLlamaForCausalLM(pruned_config)
@@ -150,6 +167,47 @@ def compress_model(
 
         pruned = dispatch_model(pruned, device_map=device_map)
     return pruned.eval()
+
+
+def _had_bias(config: PretrainedConfig, name: str) -> bool:
+    """An already-pruned source keeps the compensation biases it carries."""
+    return isinstance(config, PrunedLlamaConfig) and bool(getattr(config, name, False))
+
+
+@torch.no_grad()
+def _compensation_biases(
+    layers: list[PrunableLayer],
+    heads: torch.Tensor,
+    channels: torch.Tensor,
+    o_means: torch.Tensor | None,
+    down_means: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """Parameter name -> float64 bias ``W[:, removed] @ mean[removed]`` for each
+    ``o_proj`` / ``down_proj`` whose pool has means."""
+    from hf_faithful.pruning.units import compensation_bias
+
+    out: dict[str, torch.Tensor] = {}
+    o_sizes = [layer.num_heads * layer.head_dim for layer in layers]
+    for means, sizes in ((o_means, o_sizes), (down_means, [n.intermediate_size for n in layers])):
+        if means is not None and means.numel() != sum(sizes):
+            raise ValueError(f"input means have {means.numel()} entries, expected {sum(sizes)}")
+    head_parts = heads.split([layer.num_kv_heads for layer in layers])
+    channel_parts = channels.split([layer.intermediate_size for layer in layers])
+    o_parts = o_means.split(o_sizes) if o_means is not None else [None] * len(layers)
+    d_parts = (
+        down_means.split([n.intermediate_size for n in layers])
+        if down_means is not None
+        else [None] * len(layers)
+    )
+    for layer, hp, cp, om, dm in zip(layers, head_parts, channel_parts, o_parts, d_parts):
+        if om is not None:
+            mask = hp.repeat_interleave(layer.group_size * layer.head_dim)
+            weight = layer.attention.o_proj.weight.detach().double()
+            out[f"{layer.name}.self_attn.o_proj.bias"] = compensation_bias(weight, om, mask)
+        if dm is not None:
+            weight = layer.mlp.down_proj.weight.detach().double()
+            out[f"{layer.name}.mlp.down_proj.bias"] = compensation_bias(weight, dm, cp)
+    return out
 
 
 def _text_config(config: PretrainedConfig) -> PretrainedConfig:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from hf_faithful.pruning import export
-from hf_faithful.pruning.config import PruningConfig
+from hf_faithful.pruning.config import ADAM_BETAS, PruningConfig, describe_method, deviations
 from hf_faithful.pruning.data import epoch_order, eval_token_ids, token_chunks
 from hf_faithful.pruning.distributed import (
     all_reduce_sum,
@@ -44,7 +44,13 @@ from hf_faithful.pruning.distributed import (
     split_samples,
     world_and_rank,
 )
-from hf_faithful.pruning.init import DATA_INITS, activation_stats, initial_scores
+from hf_faithful.pruning.init import (
+    DATA_INITS,
+    activation_stats,
+    cost_allocation_masks,
+    initial_scores,
+    sequential_stats,
+)
 from hf_faithful.pruning.policy import (
     StepBuffers,
     enforce_min_per_layer,
@@ -114,8 +120,12 @@ class PolicyGradientPruner:
         self.initialized = False
         self.history: list[dict[str, Any]] = []
         self.generator = torch.Generator().manual_seed(self.config.seed)
+        # calibration means of the inputs of o_proj / down_proj (flat, layer order), the
+        # values bias compensation puts in place of removed units
+        self.input_means: tuple[torch.Tensor, torch.Tensor] | None = None
         self._epoch_order: tuple[int, torch.Tensor] | None = None
         self._scheduler_state: dict[str, Any] | None = None
+        self._optimizer_state: dict[str, Any] | None = None
         self._project_heads = BudgetProjection(self.head_sizes, self.config.budget == "layer")
         self._project_channels = BudgetProjection(self.channel_sizes, self.config.budget == "layer")
 
@@ -179,24 +189,79 @@ class PolicyGradientPruner:
     # ---------------------------------------------------------- initialization
     @torch.no_grad()
     def initialize(self, data=None, *, progress: bool = True) -> None:
-        """Set the scores from ``config.init`` (calibration ``data`` for Wanda-sp / FLAP)."""
+        """Set the scores from ``config.init`` (calibration ``data`` for Wanda-sp / FLAP
+        and for bias compensation).
+
+        The one-shot structures that fix hard masks directly (FLAP's cost-aware
+        allocation; Wanda's sequential calibration without PG steps) store those 0/1
+        masks as the scores, so ``hard_masks`` returns exactly them.
+        """
         cfg = self.config
         keep = self.keep_ratio(0)
         stats = None
-        if cfg.init in DATA_INITS:
+        fixed = None  # exact 0/1 masks of a one-shot structure
+        if cfg.init in DATA_INITS or cfg.compensate:
             if data is None:
-                raise ValueError(f"init={cfg.init!r} needs calibration data")
-            chunks = data if torch.is_tensor(data) and data.dim() == 2 else self.prepare_data(data)
-            stats = activation_stats(
-                self.model, self.layers, chunks, cfg, self.device, progress=progress
+                needs = f"init={cfg.init!r}" if cfg.init in DATA_INITS else "compensate=True"
+                raise ValueError(f"{needs} needs calibration data")
+            chunks = self._chunks(data)
+            if cfg.sequential_stats:
+                stats, *masks = sequential_stats(
+                    self.model,
+                    self.layers,
+                    chunks,
+                    cfg,
+                    self.device,
+                    prune_heads=self.prune_heads,
+                    prune_channels=self.prune_channels,
+                    progress=progress,
+                )
+                fixed = None if cfg.max_steps else masks
+            else:
+                stats = activation_stats(
+                    self.model, self.layers, chunks, cfg, self.device, progress=progress
+                )
+        if cfg.allocation == "cost":
+            fixed = cost_allocation_masks(
+                cfg,
+                self.layers,
+                self.head_sizes,
+                stats,
+                prune_heads=self.prune_heads,
+                prune_channels=self.prune_channels,
             )
-        heads, channels = initial_scores(
-            cfg, self.layers, self.head_sizes, self.channel_sizes, keep, stats
-        )
-        self.scores_heads.copy_(heads if self.prune_heads else torch.ones_like(heads))
-        self.scores_channels.copy_(channels if self.prune_channels else torch.ones_like(channels))
-        self._project(keep)
+        if cfg.compensate:
+            self._set_input_means(*stats.means())
+        if fixed is not None:
+            self.scores_heads.copy_(fixed[0])
+            self.scores_channels.copy_(fixed[1])
+        else:
+            heads, channels = initial_scores(
+                cfg, self.layers, self.head_sizes, self.channel_sizes, keep, stats
+            )
+            self.scores_heads.copy_(heads if self.prune_heads else torch.ones_like(heads))
+            self.scores_channels.copy_(
+                channels if self.prune_channels else torch.ones_like(channels)
+            )
+            self._project(keep)
         self.initialized = True
+
+    def _chunks(self, data) -> torch.Tensor:
+        return data if torch.is_tensor(data) and data.dim() == 2 else self.prepare_data(data)
+
+    def _set_input_means(self, o_means: torch.Tensor, down_means: torch.Tensor) -> None:
+        self.input_means = (o_means.double().cpu(), down_means.double().cpu())
+        self.masks.set_means(*self.input_means)
+
+    @torch.no_grad()
+    def _ensure_input_means(self, chunks: torch.Tensor, progress: bool) -> None:
+        """Compensation needs the input means; a warm start or an older checkpoint may
+        lack them, so they are measured (dense statistics) before training."""
+        if self.config.compensate and self.input_means is None:
+            stats = activation_stats(
+                self.model, self.layers, chunks, self.config, self.device, progress=progress
+            )
+            self._set_input_means(*stats.means())
 
     def _project(self, keep: float) -> None:
         if self.prune_heads:
@@ -255,11 +320,12 @@ class PolicyGradientPruner:
                     scheduler.step()
                     self.step += 1
                     bar.update(1)
-                    self._after_step(record, bar, eval_ids, scheduler, rank)
+                    self._after_step(record, bar, eval_ids, scheduler, optimizer, rank)
         finally:
             bar.close()
             self.model.train(was_training)
         self._scheduler_state = scheduler.state_dict()
+        self._optimizer_state = optimizer.state_dict()
         return self.history
 
     def _resume_or_initialize(self, chunks, resume_from_checkpoint, progress: bool) -> None:
@@ -272,6 +338,7 @@ class PolicyGradientPruner:
             self.load_state(path)
         elif not self.initialized:
             self.initialize(chunks, progress=progress)
+        self._ensure_input_means(chunks, progress)
 
     def _train_step(self, batch, buf: StepBuffers, optimizer, world, rank) -> dict[str, Any]:
         """Sample K masks, measure their losses, take one SGD step; returns the record."""
@@ -327,7 +394,7 @@ class PolicyGradientPruner:
         record.update(loss=mean_loss, baseline=self.baseline)
         return record
 
-    def _after_step(self, record, bar, eval_ids, scheduler, rank: int) -> None:
+    def _after_step(self, record, bar, eval_ids, scheduler, optimizer, rank: int) -> None:
         """Log, evaluate and checkpoint on their step intervals."""
         cfg = self.config
         if cfg.logging_steps and self.step % cfg.logging_steps == 0:
@@ -343,13 +410,27 @@ class PolicyGradientPruner:
             self.history.append({"step": self.step, "eval_perplexity": ppl})
             bar.write(f"step {self.step}: perplexity {ppl:.3f} (hard masks)")
         if cfg.save_steps and self.step % cfg.save_steps == 0 and rank == 0:
-            self.save_state(Path(cfg.output_dir) / CHECKPOINT_FILE, scheduler=scheduler)
+            self.save_state(
+                Path(cfg.output_dir) / CHECKPOINT_FILE,
+                scheduler=scheduler,
+                optimizer=optimizer,
+            )
 
     def _optimizer(self):
         cfg = self.config
-        optimizer = torch.optim.SGD([self.scores_heads, self.scores_channels], lr=cfg.learning_rate)
+        params = [self.scores_heads, self.scores_channels]
+        if cfg.optimizer == "adam":
+            optimizer = torch.optim.Adam(
+                params, lr=cfg.learning_rate, betas=ADAM_BETAS, weight_decay=cfg.weight_decay
+            )
+        else:
+            optimizer = torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scores_heads.grad = torch.zeros_like(self.scores_heads)
         self.scores_channels.grad = torch.zeros_like(self.scores_channels)
+        if self._optimizer_state:  # moments only: the groups (lr, betas) come from the config
+            fresh = optimizer.state_dict()
+            fresh["state"] = self._optimizer_state["state"]
+            optimizer.load_state_dict(fresh)
         scheduler = get_scheduler(
             cfg.lr_scheduler,
             optimizer,
@@ -390,7 +471,10 @@ class PolicyGradientPruner:
 
     # -------------------------------------------------------------- results
     def hard_masks(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """0/1 masks (heads, channels; flat, layer order) keeping the top scores."""
+        """0/1 masks (heads, channels; flat, layer order) keeping the top scores (FLAP's
+        cost-aware allocation: the masks it chose, stored as the scores)."""
+        if self.config.allocation == "cost":
+            return (self.scores_heads > 0.5).float(), (self.scores_channels > 0.5).float()
         return export.final_masks(
             self.config,
             self.scores_heads,
@@ -446,13 +530,38 @@ class PolicyGradientPruner:
         from hf_faithful.pruning.compress import compress_model
 
         heads, channels = self.hard_masks()
+        means = self.input_means if self.config.compensate else None
         return compress_model(
-            self.model, self.layers, heads, channels, provenance=self.provenance()
+            self.model,
+            self.layers,
+            heads,
+            channels,
+            provenance=self.provenance(),
+            input_means=(
+                (
+                    means[0] if self.prune_heads else None,
+                    means[1] if self.prune_channels else None,
+                )
+                if means is not None
+                else None
+            ),
         )
 
     def provenance(self) -> dict[str, Any]:
-        """How the pruned model was made (see :func:`hf_faithful.pruning.export.provenance`)."""
-        return export.provenance(self.model, self.config, self.step)
+        """How the pruned model was made (see :func:`hf_faithful.pruning.export.provenance`),
+        with the method named, its deviations from the papers, and the calibration and
+        evaluation data the caller recorded in ``config.extra``."""
+        cfg = self.config
+        out = export.provenance(self.model, cfg, self.step)
+        out["method"] = describe_method(cfg)
+        out["bias_compensation"] = cfg.compensate
+        for key in ("calibration", "evaluation"):
+            if cfg.extra.get(key):
+                out[key] = cfg.extra[key]
+        found = deviations(cfg)
+        if found:
+            out["deviations from the papers"] = "; ".join(found)
+        return out
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -465,6 +574,12 @@ class PolicyGradientPruner:
             "mask_channels": channels,
             "generator": self.generator.get_state(),
         }
+        if self.input_means is not None:
+            tensors["input_mean_o"], tensors["input_mean_down"] = self.input_means
+        optimizer_state = (self._optimizer_state or {}).get("state", {})
+        for index, pool in enumerate(("heads", "channels")):
+            for key, value in optimizer_state.get(index, {}).items():
+                tensors[f"optimizer_{pool}_{key}"] = torch.as_tensor(value)
         metadata = {
             "step": self.step,
             "baseline": self.baseline,
@@ -477,10 +592,13 @@ class PolicyGradientPruner:
         }
         return tensors, metadata
 
-    def save_state(self, path: str | os.PathLike, *, scheduler=None) -> Path:
-        """Write scores, masks, step, baseline and RNG state atomically (safetensors)."""
+    def save_state(self, path: str | os.PathLike, *, scheduler=None, optimizer=None) -> Path:
+        """Write scores, masks, step, baseline, RNG, optimizer moments and the
+        compensation means atomically (safetensors)."""
         if scheduler is not None:
             self._scheduler_state = scheduler.state_dict()
+        if optimizer is not None:
+            self._optimizer_state = optimizer.state_dict()
         tensors, metadata = self.state_dict()
         return save_prune_state(tensors, metadata, state_file(path))
 
@@ -500,6 +618,9 @@ class PolicyGradientPruner:
         self.skipped_steps = int(metadata.get("skipped_steps", 0))
         self.history = list(metadata.get("history", []))
         self._scheduler_state = metadata.get("scheduler")
+        self._optimizer_state = _optimizer_state(tensors)
+        if "input_mean_o" in tensors:
+            self._set_input_means(tensors["input_mean_o"], tensors["input_mean_down"])
         self.initialized = True
 
     # ---------------------------------------------------------------- saving
@@ -543,3 +664,15 @@ class PolicyGradientPruner:
             token=token,
             commit_message=commit_message,
         )
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    """The per-parameter optimizer state (Adam's moments and step) from the
+    ``optimizer_<pool>_<key>`` tensors of a prune state, or None (plain SGD has none)."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for index, pool in enumerate(("heads", "channels")):
+        prefix = f"optimizer_{pool}_"
+        found = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if found:
+            state[index] = found
+    return {"state": state} if state else None

@@ -7,7 +7,10 @@ heterogeneous models are handled alike. One unit is a KV-head group (one K head,
 V head and its query heads) or one MLP channel.
 
 Masking a unit zeroes its slice of the input of ``o_proj`` / ``down_proj``, which is
-exactly equivalent to deleting its rows and columns. Mask buffers are allocated
+exactly equivalent to deleting its rows and columns. With bias compensation (FLAP) a
+removed input is instead replaced by its calibration mean, which is exactly a bias
+``W[:, removed] @ mean[removed]`` added to the projection's output, so that is what
+the hooks add (and what the compressed model stores). Mask buffers are allocated
 once per layer, on that layer's device, and updated in place; the hooks exist only
 inside ``with masks.applied():`` so an unmasked model runs untouched.
 """
@@ -127,6 +130,30 @@ def _mask_input(module: nn.Module, args: tuple, mask: torch.Tensor):
     return None
 
 
+def _add_bias(module: nn.Module, args: tuple, output: torch.Tensor, bias: torch.Tensor):
+    # A forward hook replaces the output only when it returns something.
+    if output.requires_grad:
+        return output + bias
+    output.add_(bias)
+    return None
+
+
+@torch.no_grad()
+def compensation_bias(
+    weight: torch.Tensor, mean: torch.Tensor, mask: torch.Tensor, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``W[:, removed] @ mean[removed]`` for a 0/1 (or fractional) input ``mask``: the
+    output shift of replacing each removed input by its mean. Computed in float32 or
+    wider (bf16 sums of thousands of terms lose the digits that matter), stored in
+    ``out`` (the weight's dtype) if given."""
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    removed = mean.to(weight.device, dtype) * (1 - mask.to(weight.device, dtype))
+    bias = weight.to(dtype) @ removed
+    if out is None:
+        return bias
+    return out.copy_(bias)
+
+
 class UnitMasks:
     """Per-layer 0/1 mask buffers for heads and channels and the hooks applying them.
 
@@ -150,6 +177,42 @@ class UnitMasks:
         ]
         self._heads_active = False
         self._channels_active = False
+        # bias compensation: per-layer input means and the output biases they give
+        self._o_means: list[torch.Tensor] | None = None
+        self._down_means: list[torch.Tensor] | None = None
+        self._o_bias = [
+            torch.zeros(layer.attention.o_proj.out_features, device=layer.device, dtype=layer.dtype)
+            for layer in layers
+        ]
+        self._down_bias = [
+            torch.zeros(layer.mlp.down_proj.out_features, device=layer.device, dtype=layer.dtype)
+            for layer in layers
+        ]
+
+    @property
+    def compensating(self) -> bool:
+        return self._o_means is not None
+
+    def set_means(self, o_means: torch.Tensor | None, down_means: torch.Tensor | None) -> None:
+        """Turn bias compensation on with the flat calibration means of the inputs of
+        ``o_proj`` (all layers' heads x head_dim) and ``down_proj`` (all channels), or off
+        with ``None``. Takes effect at the next :meth:`set`."""
+        if o_means is None or down_means is None:
+            self._o_means = self._down_means = None
+            return
+        o_sizes = [layer.num_heads * layer.head_dim for layer in self.layers]
+        if o_means.numel() != sum(o_sizes) or down_means.numel() != self.num_channels:
+            raise ValueError(
+                f"input means have {o_means.numel()} / {down_means.numel()} entries, expected "
+                f"{sum(o_sizes)} / {self.num_channels}"
+            )
+        self._o_means = [
+            m.to(layer.device) for m, layer in zip(o_means.split(o_sizes), self.layers)
+        ]
+        self._down_means = [
+            m.to(layer.device)
+            for m, layer in zip(down_means.split(self.channel_sizes), self.layers)
+        ]
 
     @torch.no_grad()
     def set(self, heads: torch.Tensor | None, channels: torch.Tensor | None) -> None:
@@ -173,25 +236,46 @@ class UnitMasks:
                 buf.copy_(part)
         self._heads_active = heads is not None
         self._channels_active = channels is not None
+        if self.compensating:
+            for i, layer in enumerate(self.layers):
+                if self._heads_active:
+                    compensation_bias(
+                        layer.attention.o_proj.weight,
+                        self._o_means[i],
+                        self._head_buffers[i],
+                        out=self._o_bias[i],
+                    )
+                if self._channels_active:
+                    compensation_bias(
+                        layer.mlp.down_proj.weight,
+                        self._down_means[i],
+                        self._channel_buffers[i],
+                        out=self._down_bias[i],
+                    )
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
         """Register the masking hooks for the duration of the block."""
         handles = []
         try:
-            for layer, hbuf, cbuf in zip(self.layers, self._head_buffers, self._channel_buffers):
-                if self._heads_active:
+            for i, (layer, hbuf, cbuf) in enumerate(
+                zip(self.layers, self._head_buffers, self._channel_buffers)
+            ):
+                for active, proj, buf, bias in (
+                    (self._heads_active, layer.attention.o_proj, hbuf, self._o_bias[i]),
+                    (self._channels_active, layer.mlp.down_proj, cbuf, self._down_bias[i]),
+                ):
+                    if not active:
+                        continue
                     handles.append(
-                        layer.attention.o_proj.register_forward_pre_hook(
-                            lambda m, a, buf=hbuf: _mask_input(m, a, buf)
-                        )
+                        proj.register_forward_pre_hook(lambda m, a, buf=buf: _mask_input(m, a, buf))
                     )
-                if self._channels_active:
-                    handles.append(
-                        layer.mlp.down_proj.register_forward_pre_hook(
-                            lambda m, a, buf=cbuf: _mask_input(m, a, buf)
+                    if self.compensating:
+                        handles.append(
+                            proj.register_forward_hook(
+                                lambda m, a, out, bias=bias: _add_bias(m, a, out, bias)
+                            )
                         )
-                    )
             yield
         finally:
             for handle in handles:

@@ -67,3 +67,33 @@ def test_cached_backend_resumes_and_never_asks_twice(tmp_path):
     CachedBackend(Flaky(), path, namespace="other").answer(prompts[:1])
     CachedBackend(Flaky(), path, namespace="m").answer(prompts[:1], max_new_tokens=7)
     assert calls == [1, 1, 1]  # a different image, model or length is a different question
+
+
+def test_failed_requests_are_not_cached(tmp_path):
+    from hf_faithful.mcot.backends import BackendError
+
+    class Refusing:
+        """Refuses prompt "b" once, as an endpoint answering HTTP 400 would."""
+
+        def __init__(self):
+            self.asked = []
+
+        def answer_each(self, batch, max_new_tokens=128, stop=None):
+            out = []
+            for prompt in batch:
+                text = prompt[0]["content"]
+                self.asked.append(text)
+                refuse = text == "b" and self.asked.count("b") == 1
+                out.append(BackendError("HTTP 400") if refuse else text + "!")
+            return out
+
+        def answer(self, batch, max_new_tokens=128, stop=None):
+            raise AssertionError("answer_each is used")
+
+    prompts = [[{"role": "user", "content": t}] for t in ("a", "b")]
+    backend = Refusing()
+    cached = CachedBackend(backend, tmp_path / "c.jsonl", namespace="m")
+    first = cached.answer_each(prompts)
+    assert first[0] == "a!" and isinstance(first[1], BackendError)
+    assert cached.answer_each(prompts) == ["a!", "b!"]  # only the failed one is asked again
+    assert backend.asked == ["a", "b", "b"]

@@ -14,9 +14,13 @@ from PIL import Image
 
 from hf_faithful.mcot.backends import (
     AnswerBackend,
+    BackendError,
+    EndpointUnreachableError,
     LocalVLMBackend,
     OpenAIChatBackend,
+    answer_each,
     build_backend,
+    can_continue,
 )
 from hf_faithful.mcot.records import load_traces
 
@@ -82,6 +86,33 @@ def test_endpoint_argument_errors():
         backend.answer([[]])
     with pytest.raises(RuntimeError, match="cannot reach"):
         backend.answer([[{"role": "user", "content": "hi"}]])
+
+
+def test_one_refused_request_costs_one_reply_and_an_unreachable_endpoint_stops():
+    def respond(body):
+        return "ok " + body["messages"][0]["content"]
+
+    prompts = [[{"role": "user", "content": text}] for text in ("a", "b", "c")]
+    with ChatServer(respond, fail_with=[400]) as server:
+        backend = OpenAIChatBackend(server.base_url, "m", max_workers=1)
+        replies = answer_each(backend, prompts)
+    assert isinstance(replies[0], BackendError) and "HTTP 400" in str(replies[0])
+    assert replies[1:] == ["ok b", "ok c"]
+    # a closed port: one clear error (what to check), raised at once for the whole batch
+    closed = OpenAIChatBackend("http://127.0.0.1:9/v1", "m", max_retries=0, timeout=2)
+    with pytest.raises(EndpointUnreachableError, match="is the server running"):
+        answer_each(closed, prompts)
+    assert issubclass(EndpointUnreachableError, RuntimeError)  # callers catching it still do
+
+
+def test_which_backends_continue_a_prefilled_turn():
+    from hf_faithful.mcot.backend_cache import CachedBackend
+
+    assert not can_continue(OpenAIChatBackend("http://x/v1", "m"))
+    served = OpenAIChatBackend("http://x/v1", "m", continue_final_message=True)
+    assert can_continue(served) and can_continue(CachedBackend(served, "/tmp/unused.jsonl"))
+    assert not can_continue(CachedBackend(OpenAIChatBackend("http://x/v1", "m"), "/tmp/u.jsonl"))
+    assert can_continue(object())  # local models and scripted backends continue
 
 
 @pytest.fixture(scope="module")

@@ -85,3 +85,20 @@ def test_content_text_and_final_answer():
     ]
     assert final_answer(completion) == "42"
     assert final_answer([{"role": "user", "content": "q"}]) is None
+
+
+def test_tool_response_wording_is_a_template():
+    from hf_faithful.mcot.messages import check_tool_templates
+
+    crop = Image.new("RGB", (4, 4))
+    parts = tool_response_content(crop, "<tool_response>{image}\nThink again.</tool_response>")
+    assert [p["type"] for p in parts] == ["text", "image", "text"]
+    assert parts[0]["text"] == "<tool_response>" and parts[1]["image"] is crop
+    assert parts[2]["text"] == "\nThink again.</tool_response>"
+    assert [p["type"] for p in tool_response_content(crop, "{image}")] == ["image"]
+    error = tool_response_content("box is inverted", error_template="Error: {error} {json}")
+    assert error == [{"type": "text", "text": "Error: box is inverted {json}"}]
+    with pytest.raises(ValueError, match="tool_response must contain"):
+        check_tool_templates("<tool_response></tool_response>", "{error}")
+    with pytest.raises(ValueError, match="tool_error must contain"):
+        check_tool_templates("{image}", "Error")

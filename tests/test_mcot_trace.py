@@ -52,3 +52,32 @@ def test_refused_zoom_renders_the_tool_error(image):
     response = trace.to_messages()[2]
     assert response["role"] == "user"
     assert response["content"][0]["text"].startswith("<tool_response>Error: box is inverted")
+
+
+def test_prefix_up_to_the_last_crop_and_tool_wording(image):
+    trace = parse_deepeyes(DEEPEYES, image, "q")
+    messages = trace.to_messages(
+        include_answer=False,
+        until_last_crop=True,
+        tool_response="<tool_response>{image} Think again.</tool_response>",
+    )
+    # the reasoning after the last crop ("The sign says STOP.") and the answer are left out
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
+    assert "STOP" not in json.dumps([p.get("text", "") for m in messages for p in m["content"]])
+    last = messages[-1]["content"]
+    assert last[1]["image"] is trace.crops[1]
+    assert last[2]["text"] == " Think again.</tool_response>"
+    # a trace without crops renders as usual
+    no_crop = parse_deepeyes("<think>It is red.</think><answer>red</answer>", image, "q")
+    assert no_crop.to_messages(include_answer=False, until_last_crop=True)[-1]["role"] == (
+        "assistant"
+    )
+    # a refused call answers with the error wording
+    refused = parse_deepeyes(
+        '<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [5, 5, 1, 1]}}'
+        "</tool_call><answer>x</answer>",
+        image,
+        "q",
+    )
+    response = refused.to_messages(tool_error="Error: {error}")[2]
+    assert response["content"][0]["text"].startswith("Error: box is inverted")

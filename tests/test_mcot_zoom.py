@@ -102,3 +102,43 @@ def test_box_iou_hand_computed():
     assert a.iou(a) == 1.0
     assert a.iou(Box(20, 20, 30, 30)) == 0.0  # disjoint
     assert Box(0, 0, 0, 5).iou(Box(0, 0, 0, 5)) == 0.0  # empty boxes
+
+
+def test_tiny_boxes_are_enlarged_as_deepeyes_v5(gradient):
+    # maybe_resize_bbox of DeepEyes' visual_toolbox_v5.py, by hand for [10, 10, 20, 40]:
+    # ratio 28/10 = 2.8, half sides ceil(14) = 14 and ceil(42) = 42 about (15, 25)
+    rules = BoxRules(min_side=0, enlarge_below=28)
+    assert normalize_box([10, 10, 20, 40], (400, 200), rules) == Box(1, -17, 29, 67)
+    with pytest.raises(InvalidBoxError, match="too small"):  # refused without enlarging
+        normalize_box([10, 10, 20, 40], (400, 200))
+    assert normalize_box([10, 10, 40, 40], (400, 200), rules) == Box(10, 10, 40, 40)  # 30 px
+    # the enlarged box reaches above the image: the crop is padded black, as PIL does there
+    crop = zoom_in(gradient, [10, 10, 20, 40], rules)
+    assert crop.size == (28, 84)
+    pixels = np.asarray(crop)
+    assert (pixels[:17] == 0).all()  # rows -17..-1
+    np.testing.assert_array_equal(pixels[17:], np.asarray(gradient)[0:67, 1:29])
+    with pytest.raises(InvalidBoxError, match="aspect ratio"):  # checked before enlarging
+        normalize_box([0, 0, 390, 2], (400, 200), BoxRules(min_side=0, enlarge_below=28))
+
+
+def test_smart_resize_matches_deepeyes_eval():
+    from hf_faithful.mcot.zoom import smart_resize
+
+    # eval_vstar.py: multiples of 28, at least 4*28*28 pixels, at most 16384*28*28
+    assert smart_resize(240, 320) == (252, 308)  # rounded to the nearest multiple
+    assert smart_resize(84, 28) == (112, 56)  # 2352 px < 3136: scaled up, ceil
+    h, w = smart_resize(10_000, 10_000)
+    assert h * w <= 16384 * 28 * 28 and h % 28 == 0 and w % 28 == 0 and h == w == 3556
+    assert smart_resize(10, 10) == (56, 56)
+
+
+def test_crop_resize_hands_the_model_a_smart_resized_crop(gradient):
+    rules = BoxRules(crop_resize="smart_resize")
+    crop = zoom_in(gradient, [0, 0, 100, 50], rules)
+    assert crop.size == (112, 56)  # 100x50 -> 5000 px: nearest multiples 112 x 56
+    assert zoom_in(gradient, [0, 0, 100, 50]).size == (100, 50)
+    with pytest.raises(ValueError, match="crop_resize"):
+        BoxRules(crop_resize="bilinear")
+    with pytest.raises(ValueError, match="enlarge_below"):
+        BoxRules(enlarge_below=-1)

@@ -36,3 +36,17 @@ def test_settings_are_json_ready():
     data = json.loads(json.dumps(FaithfulnessConfig(match=lenient).to_dict()))
     assert data["match"] == "lenient" and data["box_rules"]["coords"] == "absolute"
     assert data["visual_interventions"] == ["noise_gaussian"]
+
+
+def test_generation_settings_are_checked_and_named_prompts_resolve():
+    with pytest.raises(ValueError, match="tool_response must contain"):
+        FaithfulnessConfig(tool_response="<tool_response></tool_response>")
+    with pytest.raises(ValueError, match="tool_error must contain"):
+        FaithfulnessConfig(tool_error="Error")
+    with pytest.raises(ValueError, match="validate_judge"):
+        FaithfulnessConfig(validate_judge=-1)
+    deepeyes = FaithfulnessConfig(system_prompt="deepeyes").resolved_system_prompt
+    assert deepeyes.startswith("You are a helpful assistant.\n\n# Tools\n")
+    assert '<tools>\n{"type":"function","function":{"name":"image_zoom_in_tool"' in deepeyes
+    assert FaithfulnessConfig(system_prompt="Be brief.").resolved_system_prompt == "Be brief."
+    assert FaithfulnessConfig().prefill_answer is None  # decided by what the backend can do

@@ -17,6 +17,7 @@ from hf_faithful.faithfulness.judge import FaithfulnessJudge
 from hf_faithful.faithfulness.metric import compute_faithfulness
 from hf_faithful.faithfulness.report import data_provenance
 from hf_faithful.mcot.backends import LocalVLMBackend, OpenAIChatBackend
+from hf_faithful.mcot.parsing import parse_deepeyes
 from hf_faithful.mcot.records import load_questions, load_traces
 from hf_faithful.mcot.zoom import Box, zoom_in
 
@@ -85,9 +86,7 @@ def _continuing(server) -> OpenAIChatBackend:
 def test_a_model_that_reads_its_crops_has_large_ate_v_and_no_ate_t(traces):
     config = _config(visual_interventions=("noise_gaussian", "blank", "other_region"))
     with ChatServer(crop_reader) as server:
-        report = FaithfulnessEvaluator(
-            _continuing(server), config=config
-        ).evaluate(traces)
+        report = FaithfulnessEvaluator(_continuing(server), config=config).evaluate(traces)
     assert report.n_traces == 9 and report.n_valid == 8
     assert report.invalid[0]["source"] == "sample_traces.jsonl:9"
     assert report.accuracy.mean == 1.0 and report.control_accuracy.mean == 1.0
@@ -130,9 +129,7 @@ def test_original_baseline_and_report_files(traces, tmp_path):
         config = _config(
             baseline="original", visual_interventions=("noise_gaussian",), text_corruptions=()
         )
-        report = FaithfulnessEvaluator(
-            _continuing(server), config=config
-        ).evaluate(traces)
+        report = FaithfulnessEvaluator(_continuing(server), config=config).evaluate(traces)
     # original answers all correct; "blue" is right for the two blue samples only
     assert report.control_accuracy.mean == 2 / 8
     assert report.ate_v.ate == pytest.approx(2 / 8 - 1) and report.ate_t is None
@@ -177,9 +174,7 @@ def test_trace_generation_with_the_zoom_tool():
         )
 
     with ChatServer(agent) as server:
-        traces = FaithfulnessEvaluator(_continuing(server)).generate_traces(
-            questions
-        )
+        traces = FaithfulnessEvaluator(_continuing(server)).generate_traces(questions)
     assert all(r["stop"] == ["</tool_call>"] for r in server.requests)
     assert len(server.requests) == 4  # two turns for each of the two samples
     assert "image_zoom_in_tool" in request_text(server.requests[0], roles=("system",))
@@ -200,9 +195,9 @@ def test_generated_bad_tool_calls_are_flagged():
         )
     ) as server:
         config = FaithfulnessConfig(max_tool_calls=2)
-        (trace,) = FaithfulnessEvaluator(
-            _continuing(server), config=config
-        ).generate_traces(questions)
+        (trace,) = FaithfulnessEvaluator(_continuing(server), config=config).generate_traces(
+            questions
+        )
     assert len(server.requests) == 3  # max_tool_calls + 1 turns, then stop
     assert "Error: box is inverted" in json.dumps(server.requests[1]["messages"][-1])
     # the refusals are kept on the steps; the trace is invalid for never answering
@@ -258,9 +253,9 @@ def test_traces_without_crops_do_not_dilute_ate_v(traces):
     # halved ATE_V to -0.5 (8 lost of 16).
     no_crops = _stripped(traces, "zoom", lambda t: dominant_color(t.image))
     with ChatServer(crop_reader) as server:
-        report = FaithfulnessEvaluator(
-            _continuing(server), config=_config()
-        ).evaluate(traces + no_crops)
+        report = FaithfulnessEvaluator(_continuing(server), config=_config()).evaluate(
+            traces + no_crops
+        )
     assert report.n_valid == 16 and report.control_accuracy.mean == 1.0
     assert report.n_intervened == {"T:offline": 16, "V:noise_gaussian": 8}
     effect = report.ate_v
@@ -281,9 +276,9 @@ def test_traces_without_reasoning_do_not_dilute_ate_t(traces):
     # reasoning text (it answers "none") are not intervened on by do(T).
     no_text = _stripped(traces, "text", lambda t: "none")
     with ChatServer(text_reader) as server:
-        report = FaithfulnessEvaluator(
-            _continuing(server), config=_config()
-        ).evaluate(traces + no_text)
+        report = FaithfulnessEvaluator(_continuing(server), config=_config()).evaluate(
+            traces + no_text
+        )
     assert report.control_accuracy.mean == 1.0
     assert (report.ate_t.ate, report.ate_t.n, report.ate_t.n_unchanged) == (-1.0, 8, 8)
     assert report.n_intervened == {"T:offline": 8, "V:noise_gaussian": 16}
@@ -303,9 +298,7 @@ def test_other_region_of_a_whole_image_crop_is_no_intervention(traces):
         whole.append(new)
     config = _config(visual_interventions=("other_region", "noise_gaussian"), text_corruptions=())
     with ChatServer(crop_reader) as server:
-        report = FaithfulnessEvaluator(
-            _continuing(server), config=config
-        ).evaluate(traces + whole)
+        report = FaithfulnessEvaluator(_continuing(server), config=config).evaluate(traces + whole)
     other = report.effects["V:other_region"]
     assert (other.ate, other.n, other.n_unchanged) == (-1.0, 8, 2)
     assert report.effects["V:noise_gaussian"].n == 10
@@ -327,9 +320,7 @@ def test_failed_regeneration_and_floor_are_loud(traces, tmp_path):
     # The original answers are all right, the regenerated ones empty: every effect is 0
     # with p = 1, which without a warning reads as "relies on nothing".
     with ChatServer(lambda body: "") as server:
-        report = FaithfulnessEvaluator(
-            _continuing(server), config=_config()
-        ).evaluate(traces)
+        report = FaithfulnessEvaluator(_continuing(server), config=_config()).evaluate(traces)
     assert report.accuracy.mean == 1.0 and report.control_accuracy.mean == 0.0
     assert report.ate_v.ate == 0.0 and report.ate_v.p_value == 1.0
     floor, regeneration = report.warnings[:2]
@@ -349,9 +340,7 @@ def test_failed_regeneration_and_floor_are_loud(traces, tmp_path):
 
 def test_ceiling_and_original_baseline_floor_are_warned(traces):
     with ChatServer(crop_reader) as server:
-        report = FaithfulnessEvaluator(
-            _continuing(server), config=_config()
-        ).evaluate(traces)
+        report = FaithfulnessEvaluator(_continuing(server), config=_config()).evaluate(traces)
     assert report.warnings == [
         "control accuracy is 1 (ceiling): an intervention can only lower it, so a gain "
         "cannot be seen (a loss still can)."
@@ -360,9 +349,7 @@ def test_ceiling_and_original_baseline_floor_are_warned(traces):
     # (all -1) are the regeneration's; no answer is missing, so nothing failed to regenerate
     with ChatServer(lambda body: "zzz</answer>") as server:
         config = _config(baseline="original", text_corruptions=())
-        report = FaithfulnessEvaluator(
-            _continuing(server), config=config
-        ).evaluate(traces)
+        report = FaithfulnessEvaluator(_continuing(server), config=config).evaluate(traces)
     assert report.ate_v.ate == -1.0 and len(report.warnings) == 2
     assert report.warnings[0].startswith("baseline (original answers) accuracy is 1 (ceiling)")
     assert report.warnings[1].startswith("control accuracy is 0 while the original answers")
@@ -403,14 +390,191 @@ def test_an_intervention_that_cannot_run_is_said(traces):
     config = _config(visual_interventions=("shuffle", "noise_gaussian"), text_corruptions=())
     no_crops = _stripped(traces, "zoom", lambda t: dominant_color(t.image))
     with ChatServer(crop_reader) as server:
-        report = FaithfulnessEvaluator(
-            _continuing(server), config=config
-        ).evaluate(traces[:1] + no_crops[:2])
+        report = FaithfulnessEvaluator(_continuing(server), config=config).evaluate(
+            traces[:1] + no_crops[:2]
+        )
     assert set(report.effects) == {"V:noise_gaussian"} and report.ate_v.n == 1
     assert "V:shuffle was skipped: it needs at least 2 valid traces with crops." in report.warnings
     with ChatServer(crop_reader) as server:
-        report = FaithfulnessEvaluator(
-            _continuing(server), config=config
-        ).evaluate(no_crops[:3])
+        report = FaithfulnessEvaluator(_continuing(server), config=config).evaluate(no_crops[:3])
     assert report.effects == {} and report.ate_v is None
     assert report.warnings[-2].startswith("V:noise_gaussian changed none of the 3 valid traces")
+
+
+def vllm_like(body) -> str:
+    """A chat model behind a server that renders the template as vLLM does: it continues
+    a prefilled assistant turn only when asked to (continue_final_message); otherwise the
+    turn is closed and a new one opens, where the model writes prose; asked in a user turn,
+    it answers in tags. It reads the last crop."""
+    color = dominant_color(request_images(body)[-1])
+    if body["messages"][-1]["role"] == "assistant":
+        if body.get("continue_final_message"):
+            return color + "</answer>"
+        return f"Looking at the zoomed region once more, the square there is clearly {color}."
+    return f"<think>The crop shows {color}.</think>\n<answer>{color}</answer>"
+
+
+def test_an_endpoint_that_cannot_continue_is_asked_in_a_fresh_turn(traces):
+    # Before: the answer was prefilled whatever the endpoint; one that opens a new turn
+    # gave prose, read whole as the answer: control accuracy 0.0 instead of 1.0 (issue 12).
+    config = _config(text_corruptions=())
+    with ChatServer(vllm_like) as server:
+        plain = FaithfulnessEvaluator(OpenAIChatBackend(server.base_url, "m"), config=config)
+        report = plain.evaluate(traces)
+        last = server.requests[-1]["messages"][-1]
+    assert plain.answer_mode() == "fresh_turn" and report.answer_mode == "fresh_turn"
+    assert report.control_accuracy.mean == 1.0 and report.ate_v.ate == -1.0
+    assert last["role"] == "user" and last["content"][-1]["text"] == config.answer_prompt
+    assert "asked in a fresh user turn" in report.to_markdown()
+    assert report.provenance["answer_mode"] == "fresh_turn"
+    # told that the server continues a turn: the answer is prefilled, as before
+    with ChatServer(vllm_like) as server:
+        report = FaithfulnessEvaluator(_continuing(server), config=config).evaluate(traces)
+        assert server.requests[0]["messages"][-1]["content"][-1]["text"].endswith("<answer>")
+    assert report.answer_mode == "prefill" and report.control_accuracy.mean == 1.0
+    # a prefill forced on such an endpoint is the old failure, now explained
+    forced = _config(text_corruptions=(), prefill_answer=True)
+    with ChatServer(vllm_like) as server:
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=forced
+        ).evaluate(traces)
+    assert report.control_accuracy.mean == 0.0
+    (new_turn,) = [w for w in report.warnings if "look like a new turn" in w]
+    assert new_turn.startswith("16 of 16 replies to a prefilled '<answer>' look like a new turn")
+    assert "--continue-final-message" in new_turn
+
+
+def test_a_fresh_turn_without_answer_tags_is_a_failed_regeneration(traces):
+    with ChatServer(lambda body: "red") as server:  # never uses the tags it was asked for
+        report = FaithfulnessEvaluator(
+            OpenAIChatBackend(server.base_url, "m"), config=_config(text_corruptions=())
+        ).evaluate(traces)
+    failed = [w for w in report.warnings if w.startswith("regeneration failed under control")]
+    assert failed and "larger max_new_tokens" in failed[0]
+
+
+def test_refused_calls_keep_their_trace_and_are_counted(traces):
+    recovered = traces[0].copy()
+    refused = parse_deepeyes(
+        '<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [50, 50, 5, 5]}}'
+        "</tool_call>",
+        recovered.image,
+        "q",
+    ).steps[0]
+    recovered.steps.insert(0, refused)  # the model asked a bad box, then zoomed right
+    recovered.id = "recovered"
+    with ChatServer(crop_reader) as server:
+        report = FaithfulnessEvaluator(
+            _continuing(server), config=_config(text_corruptions=())
+        ).evaluate(traces + [recovered])
+    assert report.n_valid == 9 and report.n_refused_calls == 1
+    assert report.samples[-1]["n_refused_calls"] == 1 and report.ate_v.n == 9
+    assert report.to_dict()["n_refused_calls"] == 1
+    assert "9 valid traces of 10 (1 refused tool call in them, kept" in report.to_markdown()
+    # the model is shown the tool's error where it made the bad call
+    errors = [json.dumps(r["messages"][3]) for r in server.requests]  # after system, user, call
+    assert any("Error: box is inverted" in e for e in errors)
+
+
+def test_a_refused_request_costs_its_record_only(traces):
+    questions = load_questions(f"{ASSETS}/sample_questions.jsonl")[:3]
+
+    def agent(body):
+        if len(request_images(body)) == 1:
+            return '<tool_call>{"name": "image_zoom_in_tool", "arguments": {"bbox_2d": [10, 10, 70, 70]}}'
+        return "<answer>" + dominant_color(request_images(body)[-1]) + "</answer>"
+
+    with ChatServer(agent, fail_with=[400]) as server:  # the first request is refused
+        backend = OpenAIChatBackend(server.base_url, "m", max_workers=1)
+        generated = FaithfulnessEvaluator(backend).generate_traces(questions)
+    assert [t.valid for t in generated] == [False, True, True]
+    assert generated[0].errors[-1].startswith("model request failed at turn 1: ")
+    assert "HTTP 400" in generated[0].errors[-1]
+    with ChatServer(crop_reader, fail_with=[400]) as server:
+        backend = OpenAIChatBackend(
+            server.base_url, "m", max_workers=1, continue_final_message=True
+        )
+        report = FaithfulnessEvaluator(backend, config=_config(text_corruptions=())).evaluate(
+            traces
+        )
+    assert report.samples[0]["request_errors"]["control"].endswith('try again"}}')
+    (refused,) = [w for w in report.warnings if w.startswith("the endpoint refused")]
+    assert refused.startswith(
+        "the endpoint refused 1 requests under control (counted as wrong): s0"
+    )
+
+
+def reasoner(body) -> str:
+    """A model that, right after a crop, looks at it, reasons and answers its color; with
+    its post-crop reasoning given, it answers what that reasoning says."""
+    if body["messages"][-1]["role"] == "user":
+        color = dominant_color(request_images(body)[-1])
+        return f"<think>The crop is {color}.</think><answer>{color}</answer>"
+    return text_reader(body)
+
+
+def test_regenerated_continuation_sees_what_answer_only_hides(traces):
+    # The answer-only ATE_V keeps the reasoning written on seeing the real crop: this model
+    # answers from it, so ATE_V is 0 by construction. Regenerating from the crop on, the
+    # noise reaches the answer: -1.
+    config = _config(text_corruptions=(), regenerate_continuation=True)
+    with ChatServer(reasoner) as server:
+        report = FaithfulnessEvaluator(_continuing(server), config=config).evaluate(traces)
+    assert report.ate_v.name == "V:noise_gaussian" and report.ate_v.ate == 0.0
+    cont = report.ate_v_continuation
+    assert cont.name == "V:noise_gaussian (continuation)" and (cont.ate, cont.n) == (-1.0, 8)
+    assert cont.baseline_accuracy == 1.0  # the control regenerated the same way
+    assert len(server.requests) == 8 * 4
+    continued = [r for r in server.requests if r["messages"][-1]["role"] == "user"]
+    assert len(continued) == 16 and all(
+        r["max_tokens"] == config.max_turn_tokens for r in continued
+    )
+    assert report.samples[0]["answers"]["control (continuation)"] == "red"
+    assert report.samples[0]["answers"]["V:noise_gaussian (continuation)"] == "unknown"
+    markdown = report.to_markdown()
+    assert "| do(V:noise_gaussian) (ATE_V, answer only) | 1.000 | +0.000 |" in markdown
+    assert "| do(V:noise_gaussian (continuation)) (ATE_V, regenerated continuation) |" in markdown
+    assert report.to_dict()["ate_v_continuation"]["ate"] == -1.0
+
+
+def test_judge_validation_against_exact_match_and_given_labels(traces):
+    valid = [t.copy() for t in traces if t.valid]
+    for trace in valid[:2]:
+        trace.reference = "purple"  # two wrong answers
+
+    def careful(body):
+        text = request_text(body)
+        reference = text.split("Reference answer: ")[1].split("\n")[0]
+        answer = text.split("Model's answer: ")[1].split("\n")[0]
+        return "yes" if reference.lower() == answer.lower() else "no"
+
+    config = _config(judge_metrics=(), validate_judge=100)
+    with ChatServer(careful) as server:
+        report = FaithfulnessEvaluator(
+            judge=OpenAIChatBackend(server.base_url, "j"), config=config
+        ).evaluate(valid)
+    agreement = report.judge_agreement
+    assert agreement["labels"] == "exact match" and agreement["n"] == 8
+    assert agreement["agreement"]["mean"] == 1.0 and agreement["cohen_kappa"] == 1.0
+    assert (agreement["judge_says_right"], agreement["labels_say_right"]) == (6, 6)
+    assert "| judge agreement with exact match (validation) | 1.000 |" in report.to_markdown()
+    with ChatServer(lambda body: "Yes.") as server:  # a judge that approves everything
+        report = FaithfulnessEvaluator(
+            judge=OpenAIChatBackend(server.base_url, "j"), config=config
+        ).evaluate(valid)
+    agreement = report.judge_agreement
+    # agreement 6/8; chance agreement 1 * 0.75 + 0 * 0.25 = 0.75, so kappa 0
+    assert agreement["agreement"]["mean"] == 0.75 and agreement["cohen_kappa"] == 0.0
+    assert len(agreement["disagreements"]) == 2
+    assert any(
+        w.startswith("the judge agrees with exact match on only 75%") for w in report.warnings
+    )
+    for trace in valid:
+        trace.metadata["judge_label"] = True  # a human said every answer is right
+    with ChatServer(lambda body: "Yes.") as server:
+        evaluator = FaithfulnessEvaluator(
+            judge=OpenAIChatBackend(server.base_url, "j"), config=config
+        )
+        agreement = evaluator.validate_judge(valid, n=3)
+    assert agreement["labels"] == "given labels" and agreement["n"] == 3
+    assert agreement["agreement"]["mean"] == 1.0 and agreement["cohen_kappa"] is None

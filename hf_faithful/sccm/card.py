@@ -148,7 +148,9 @@ def sccm_model_card(
         sufficiency_weight=args.sufficiency_weight,
         minimality_weight=args.minimality_weight,
         answerer=answerer,
-        answer_match=args.answer_match,
+        answer_match=f"judge ({args.judge_model})"
+        if args.answer_match == "judge"
+        else args.answer_match,
         minimality_measure="area of the union of the crops"
         if args.minimality_measure == "union_area"
         else "area of the largest crop",

@@ -1,16 +1,23 @@
-"""``SCCMConfig``: GRPOConfig plus the knobs of the SCCM sufficiency / minimality rewards."""
+"""``SCCMConfig``: GRPOConfig plus the knobs of the SCCM sufficiency / minimality rewards,
+the LLM judge of free-form answers, and presets for known recipes (``from_preset``)."""
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from trl import GRPOConfig
 
 from hf_faithful.mcot.answers import get_matcher
 from hf_faithful.mcot.zoom import BoxRules
+
+if TYPE_CHECKING:
+    from hf_faithful.sccm.judge import AnswerJudge
 
 DEFAULT_SUFFICIENCY_PROMPT = (
     "{question}\n"
@@ -22,6 +29,55 @@ ANSWERERS = ("policy", "local", "openai")
 MINIMALITY_MEASURES = ("union_area", "largest_crop")
 NO_REFERENCE_MODES = ("own_answer", "skip")
 BOX_COORDS = ("auto", "absolute", "normalized_1000")
+
+# DeepEyes' recipe (arXiv 2505.14362; github.com/Visual-Agent/DeepEyes, verl scripts under
+# examples/agent/): GRPO without KL at lr 1e-6, 16 rollouts per prompt, about 10k response
+# tokens over at most 4 tool-calling turns (the released final_merged_v1v8_thinklite.sh
+# allows 20480 in all, 10240 per turn and 5 turns: override max_completion_length /
+# max_tool_calling_iterations to match it), reward 0.8 * accuracy (an LLM judge) + 0.2 *
+# format. Its batch is 256 prompts x 16 rollouts per update: on N GPUs set
+# gradient_accumulation_steps = 4096 / (N * per_device_train_batch_size).
+_DEEPEYES: dict[str, Any] = {
+    "num_generations": 16,
+    "max_completion_length": 10240,
+    "max_tool_calling_iterations": 4,
+    "learning_rate": 1e-6,
+    "beta": 0.0,
+    "temperature": 1.0,
+    "per_device_train_batch_size": 2,
+    "gradient_accumulation_steps": 8,
+    "reward_weights": [0.8, 0.2],  # reward_funcs=[accuracy, format], DeepEyes' weights
+    "sufficiency_weight": 1.0,  # SCCM's weights (the SCCMConfig defaults)
+    "minimality_weight": 0.5,
+    "bf16": True,
+    "activation_checkpointing": True,
+    "logging_steps": 1,
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    # DeepEyes' recipe plus the SCCM rewards.
+    "deepeyes": _DEEPEYES,
+    # The same recipe without SCCM: the GRPO baseline SCCM is compared with. The SCCM
+    # rewards are still computed and logged (weight 0), so both runs report sufficiency.
+    "deepeyes-baseline": {**_DEEPEYES, "sufficiency_weight": 0.0, "minimality_weight": 0.0},
+    # One short CPU step: checks data, model, tool loop, rewards and saving end to end
+    # before a real run is launched.
+    "smoke": {
+        "num_generations": 2,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "max_completion_length": 32,
+        "max_tool_calling_iterations": 1,
+        "max_steps": 1,
+        "learning_rate": 1e-5,
+        "beta": 0.0,
+        "use_cpu": True,
+        "bf16": False,
+        "activation_checkpointing": False,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+    },
+}
 
 
 @dataclass
@@ -53,9 +109,19 @@ class SCCMConfig(GRPOConfig):
             Environment variable holding the endpoint's API key (the key itself never sits in the config).
         answer_match (`str`, defaults to `"exact"`):
             How a sufficiency answer is compared with the reference: ``"exact"`` (normalized exact match),
-            ``"choice"`` (multiple-choice letter), or ``"package.module:function"`` naming a
-            ``(prediction, reference) -> bool`` callable. A callable object can also be passed to the
-            trainer as ``answer_match=``.
+            ``"choice"`` (multiple-choice letter), ``"judge"`` (the LLM judge of ``judge_model``, for
+            free-form answers, as DeepEyes judges accuracy), or ``"package.module:function"`` naming a
+            ``(prediction, reference) -> bool`` callable. A callable object (e.g. an
+            [`~hf_faithful.sccm.judge.AnswerJudge`]) can also be passed to the trainer as ``answer_match=``.
+        judge_model (`str` or `None`):
+            The LLM judge: a served model name (with ``judge_base_url``) or a local path / Hub id.
+        judge_base_url (`str` or `None`):
+            Base URL of the judge's OpenAI-compatible endpoint (DeepEyes serves Qwen2.5-72B-Instruct
+            with vLLM), e.g. ``http://judge-host:18901/v1``.
+        judge_api_key_env (`str`, defaults to `"OPENAI_API_KEY"`):
+            Environment variable holding the judge endpoint's API key.
+        judge_max_workers (`int`, defaults to `16`):
+            Judge requests in flight at once (one per distinct answer of a batch).
         answer_column (`str`, defaults to `"answer"`):
             Dataset column holding the reference answer.
         question_column (`str`, defaults to `"question"`):
@@ -111,8 +177,21 @@ class SCCMConfig(GRPOConfig):
     )
     answer_match: str = field(
         default="exact",
-        metadata={"help": "'exact', 'choice', or 'package.module:function' answer matcher."},
+        metadata={
+            "help": "'exact', 'choice', 'judge' (judge_model) or 'package.module:function' matcher."
+        },
     )
+    judge_model: str | None = field(
+        default=None, metadata={"help": "Served model name or local model of the LLM judge."}
+    )
+    judge_base_url: str | None = field(
+        default=None, metadata={"help": "Base URL of the judge's OpenAI-compatible endpoint."}
+    )
+    judge_api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "Environment variable with the judge endpoint's API key."},
+    )
+    judge_max_workers: int = field(default=16, metadata={"help": "Judge requests in flight."})
     answer_column: str = field(default="answer", metadata={"help": "Column of reference answers."})
     question_column: str = field(default="question", metadata={"help": "Column of questions."})
     image_column: str = field(default="image", metadata={"help": "Column of full images."})
@@ -185,11 +264,49 @@ class SCCMConfig(GRPOConfig):
             raise ValueError(
                 "SCCMConfig.sufficiency_prompt must contain the '{question}' placeholder"
             )
-        self.answer_matcher()  # fail early on an unknown mode or an unimportable callable
+        if self.judge_max_workers < 1:
+            raise ValueError(
+                f"SCCMConfig.judge_max_workers must be >= 1, got {self.judge_max_workers}"
+            )
+        if self.answer_match == "judge":
+            if not self.judge_model:
+                raise ValueError("SCCMConfig.judge_model is required with answer_match='judge'")
+        else:
+            self.answer_matcher()  # fail early on an unknown mode or an unimportable callable
         BoxRules(min_side=self.box_min_side, max_aspect_ratio=self.box_max_aspect_ratio)
 
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> SCCMConfig:
+        """The config of a known recipe (``PRESETS``), with ``overrides`` on top.
+
+        ``"deepeyes"``: DeepEyes' GRPO recipe (16 rollouts per prompt, 10240 completion
+        tokens, 4 tool-calling turns, lr 1e-6, no KL, ``reward_weights=[0.8, 0.2]`` for
+        ``reward_funcs=[accuracy, format]``) plus the SCCM rewards; ``"deepeyes-baseline"``:
+        the same with SCCM weighted 0 (logged, not optimized); ``"smoke"``: one short CPU
+        step to check a setup end to end.
+        """
+        return cls(**preset_values(name) | overrides)
+
+    def build_judge(self, device: Any = None) -> AnswerJudge:
+        """The LLM judge of ``judge_model`` (served at ``judge_base_url``, or loaded locally
+        on ``device``), for ``answer_match="judge"`` and the judge accuracy reward."""
+        from hf_faithful.sccm.judge import AnswerJudge
+
+        if not self.judge_model:
+            raise ValueError("SCCMConfig.judge_model is required to build the judge")
+        return AnswerJudge.from_model(
+            self.judge_model,
+            self.judge_base_url,
+            api_key=os.environ.get(self.judge_api_key_env),
+            max_workers=self.judge_max_workers,
+            device=device,
+        )
+
     def answer_matcher(self) -> Callable[[str, str], bool]:
-        """Resolve ``answer_match`` to a ``(prediction, reference) -> bool`` callable."""
+        """Resolve ``answer_match`` to a ``(prediction, reference) -> bool`` callable
+        (``"judge"`` builds the judge: see :meth:`build_judge`)."""
+        if self.answer_match == "judge":
+            return self.build_judge()
         if ":" not in self.answer_match:
             return get_matcher(self.answer_match)
         module_name, _, attr = self.answer_match.partition(":")
@@ -213,3 +330,15 @@ class SCCMConfig(GRPOConfig):
         return BoxRules(
             coords=coords, min_side=self.box_min_side, max_aspect_ratio=self.box_max_aspect_ratio
         )
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The field values of preset ``name`` (a copy), or a ValueError listing the presets."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown SCCMConfig preset {name!r}; presets: {sorted(PRESETS)}")
+    values = copy.deepcopy(PRESETS[name])
+    # transformers renamed gradient_checkpointing (deprecated since 5.x): use what it has
+    fields = SCCMConfig.__dataclass_fields__
+    if "activation_checkpointing" in values and "activation_checkpointing" not in fields:
+        values["gradient_checkpointing"] = values.pop("activation_checkpointing")
+    return values

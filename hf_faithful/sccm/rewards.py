@@ -14,7 +14,9 @@ so they also work on a plain ``GRPOTrainer`` with ``environment_factory=ZoomInEn
   the environments, so it must come after ``SufficiencyReward`` in ``reward_funcs``.
 
 ``answer_accuracy`` and ``answer_format`` are DeepEyes' task rewards (weights 0.8 / 0.2 in
-its code), which SCCM adds to.
+its code), which SCCM adds to. DeepEyes judges accuracy with an LLM:
+:class:`~hf_faithful.sccm.judge.JudgeAccuracy` does that, and the same
+:class:`~hf_faithful.sccm.judge.AnswerJudge` can match the sufficiency answers.
 
 Only crops the model saw count: a crop whose tool response TRL dropped (it would overflow
 ``max_completion_length``) is left out (:func:`~hf_faithful.sccm.environment.forget_unseen_crops`).
@@ -167,7 +169,9 @@ class SufficiencyReward:
         answer_fn: answers a batch of sufficiency queries (chat conversations with the crops as
             images) with one reply each; batching is up to it. Called once per reward call, with
             an empty list when no rollout needs a query.
-        match: ``(prediction, reference) -> bool`` (see ``hf_faithful.mcot.answers``).
+        match: ``(prediction, reference) -> bool`` (see ``hf_faithful.mcot.answers``); one
+            with ``match_batch(predictions, references, questions)`` (an
+            :class:`~hf_faithful.sccm.judge.AnswerJudge`) judges each batch in one call.
         prompt: text after the crops; contains ``{question}``.
         no_reference: ``"own_answer"`` (compare with the rollout's final answer) or ``"skip"``
             (``None``) for rows without a reference answer.
@@ -191,6 +195,26 @@ class SufficiencyReward:
         self.prompt = prompt
         self.no_reference = no_reference
         self.no_crop_reward = no_crop_reward
+
+    def _verdicts(
+        self, answers: list[str | None], targets: list[str], questions: list[str]
+    ) -> list[bool]:
+        """Whether each answer matches its target; an empty answer never does. A matcher
+        with ``match_batch(predictions, references, questions)`` (an LLM judge) gets the
+        whole batch, with the questions, in one call."""
+        batch = getattr(self.match, "match_batch", None)
+        if batch is None:
+            return [bool(a) and bool(self.match(a, t)) for a, t in zip(answers, targets)]
+        asked = [i for i, a in enumerate(answers) if a]
+        matched = batch(
+            [answers[i] for i in asked],
+            [targets[i] for i in asked],
+            [questions[i] for i in asked],
+        )
+        verdicts = [False] * len(answers)
+        for i, verdict in zip(asked, matched):
+            verdicts[i] = bool(verdict)
+        return verdicts
 
     def __call__(
         self,
@@ -222,13 +246,10 @@ class SufficiencyReward:
                 continue  # no reference and no_reference="skip": left out
             targets[i] = target
         order = sorted(targets)
+        questions = [environments[i].question or _question_from_prompt(prompts[i]) for i in order]
         queries = [
-            sufficiency_query(
-                environments[i].crops,
-                environments[i].question or _question_from_prompt(prompts[i]),
-                self.prompt,
-            )
-            for i in order
+            sufficiency_query(environments[i].crops, question, self.prompt)
+            for i, question in zip(order, questions)
         ]
         # Called even without queries, so distributed answerers can synchronize across ranks.
         replies = self.answer_fn(queries)
@@ -236,9 +257,9 @@ class SufficiencyReward:
             raise ValueError(
                 f"answer_fn returned {len(replies)} replies for {len(queries)} queries"
             )
-        for i, reply in zip(order, replies):
-            answer = answer_from_reply(reply)
-            sufficient = bool(answer) and bool(self.match(answer, targets[i]))
+        answers = [answer_from_reply(reply) for reply in replies]
+        verdicts = self._verdicts(answers, [targets[i] for i in order], questions)
+        for i, answer, sufficient in zip(order, answers, verdicts):
             environments[i].sufficient = sufficient
             environments[i].sufficiency_answer = answer
             rewards[i] = 1.0 if sufficient else 0.0

@@ -27,6 +27,7 @@ from hf_faithful.sccm.card import SCCM_PAPER, sccm_model_card
 from hf_faithful.sccm.config import SCCMConfig
 from hf_faithful.sccm.data import with_prompt_column
 from hf_faithful.sccm.environment import ZoomInEnvironment, forget_unseen_crops
+from hf_faithful.sccm.judge import AnswerJudge
 from hf_faithful.sccm.rewards import MinimalityReward, SufficiencyReward
 from hf_faithful.sccm.trl_compat import TESTED_TRL_VERSION, trl_internals_report
 
@@ -159,7 +160,11 @@ class SCCMRewardTrainer(GRPOTrainer):
         environment_factory: defaults to [`ZoomInEnvironment`] with ``args.box_rules()``; a custom
             factory must build ``ZoomInEnvironment`` subclasses (the rewards read their crops),
             and those built without rules get ``args.box_rules()`` for the model.
-        answer_match: ``(prediction, reference) -> bool`` overriding ``args.answer_match``.
+        answer_match: ``(prediction, reference) -> bool`` overriding ``args.answer_match``; an
+            [`~hf_faithful.sccm.judge.AnswerJudge`] judges each batch of sufficiency answers in
+            one call (``args.answer_match="judge"`` builds one from ``args.judge_model``; either
+            way it is ``trainer.judge``, to share with
+            [`~hf_faithful.sccm.judge.JudgeAccuracy`]).
         answerer: an [`AnswerBackend`] overriding ``args.answerer``.
     """
 
@@ -210,7 +215,12 @@ class SCCMRewardTrainer(GRPOTrainer):
         if reward_processing_classes is not None:  # none for the two SCCM functions
             reward_processing_classes = [*_as_list(reward_processing_classes), None, None]
         self._answerer = answerer
-        matcher = answer_match if answer_match is not None else args.answer_matcher()
+        # A judge built from the config waits for the accelerator (a local judge goes on
+        # this rank's device); until then the sufficiency reward has no matcher.
+        judge_from_config = answer_match is None and args.answer_match == "judge"
+        matcher = answer_match
+        if matcher is None and not judge_from_config:
+            matcher = args.answer_matcher()
         super().__init__(
             model=model,
             reward_funcs=user_funcs + self._sccm_rewards(args, matcher),
@@ -232,6 +242,10 @@ class SCCMRewardTrainer(GRPOTrainer):
                     "environment_factory must build ZoomInEnvironment instances (or subclasses), "
                     f"got {type(pool[0]).__name__}"
                 )
+        self.judge = answer_match if isinstance(answer_match, AnswerJudge) else None
+        if judge_from_config:
+            self.judge = args.build_judge(device=self.accelerator.device)
+            self._sufficiency_reward.match = self.judge
         if self._answerer is None and args.answerer != "policy":
             self._answerer = build_backend(
                 args.answerer_model,
@@ -305,18 +319,19 @@ class SCCMRewardTrainer(GRPOTrainer):
         return processing_class
 
     def _sccm_rewards(
-        self, args: SCCMConfig, matcher: Callable[[str, str], bool]
+        self, args: SCCMConfig, matcher: Callable[[str, str], bool] | None
     ) -> list[Callable]:
         """``sccm_sufficiency`` (answered by :meth:`_answer_sufficiency_queries`), then
         ``sccm_minimality``, which reads its verdicts."""
+        self._sufficiency_reward = SufficiencyReward(
+            self._answer_sufficiency_queries,
+            matcher,
+            prompt=args.sufficiency_prompt,
+            no_reference=args.no_reference,
+            no_crop_reward=args.no_crop_reward,
+        )
         return [
-            SufficiencyReward(
-                self._answer_sufficiency_queries,
-                matcher,
-                prompt=args.sufficiency_prompt,
-                no_reference=args.no_reference,
-                no_crop_reward=args.no_crop_reward,
-            ),
+            self._sufficiency_reward,
             MinimalityReward(
                 measure=args.minimality_measure,
                 requires_sufficiency=args.minimality_requires_sufficiency,

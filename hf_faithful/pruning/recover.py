@@ -565,6 +565,8 @@ def recover(
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("RecoveryConfig.device is 'cuda' but no CUDA device is available")
 
+    targets = target_module_names(model, config.target_modules)  # before any slow work
+
     # data: recovery text and held-out text must be disjoint
     if train_data is None:
         train_data, data_desc = load_recovery_text(config)
@@ -633,7 +635,6 @@ def recover(
         ppl["before"] = held_out_ppl(model)
 
     # the adapter
-    targets = target_module_names(model, config.target_modules)
     torch.manual_seed(config.seed)
     lora = peft.LoraConfig(
         r=config.rank,

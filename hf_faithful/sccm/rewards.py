@@ -22,7 +22,7 @@ Only crops the model saw count: a crop whose tool response TRL dropped (it would
 ``max_completion_length``) is left out (:func:`~hf_faithful.sccm.environment.forget_unseen_crops`).
 Rollouts without a valid crop get ``no_crop_reward`` for both (0.0 by default, ``None`` to
 leave them out). The exact formulas of the paper were not published; this is the project's
-design (see docs/METHODS.md).
+design (see docs/METHODS.md#sccm-rewards).
 """
 
 from __future__ import annotations

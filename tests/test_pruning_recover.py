@@ -209,6 +209,9 @@ def test_killed_run_resumes_from_its_checkpoint(pruned_folder, tmp_path, monkeyp
     with pytest.raises(ValueError, match="learning_rate: 0.01 -> 0.02"):
         recover(pruned_folder, dataclasses.replace(config, learning_rate=0.02), progress=False)
 
+    with pytest.raises(ValueError, match="data_sha256"):  # other recovery text
+        recover(pruned_folder, config, train_data=calibration_text()[:50_000], progress=False)
+
     calls["n"] = 0
     monkeypatch.setattr(recover_module, "_forward_loss", lambda *a: counting(*a))
     resumed = recover(pruned_folder, config, progress=False)

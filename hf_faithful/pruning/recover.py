@@ -19,6 +19,7 @@ a resumed run reproduces an uninterrupted one. See docs/METHODS.md#recovery-fine
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -381,9 +382,17 @@ def _batch(chunks: torch.Tensor, config: RecoveryConfig, micro: int, world: int,
 
 
 # ----------------------------------------------------------- checkpoints
-def _fingerprint(config: RecoveryConfig, source: Path | None, chunks: int, world: int) -> dict:
+def _fingerprint(
+    config: RecoveryConfig, source: Path | None, chunks: torch.Tensor, world: int
+) -> dict:
+    """What a checkpoint must agree on to be resumed: settings, model, data, processes."""
     job = {name: getattr(config, name) for name in _JOB_FIELDS}
-    job.update(model=str(source.resolve()) if source else None, chunks=chunks, processes=world)
+    digest = hashlib.sha256(chunks.cpu().numpy().tobytes()).hexdigest()[:16]
+    job.update(
+        model=str(source.resolve()) if source else None,
+        data_sha256=digest,  # also catches train_data passed to recover()
+        processes=world,
+    )
     return job
 
 
@@ -508,9 +517,9 @@ def recovery_card(model, summary: dict[str, Any], source: Path | None):
             tags.append(tag)
     card.data.tags = tags
     after = (summary.get("perplexity") or {}).get("after")
+    card.data.eval_results = None  # they measured the weights before recovery
     if after is not None:
         card.data.model_name = card.data.model_name or "recovered-model"
-        # the card's old result measured the weights before recovery: replace it
         bundled = summary["eval_data"] == BUNDLED_EVAL
         card.data.eval_results = [
             EvalResult(
@@ -610,7 +619,7 @@ def recover(
         )
     device = accelerator.device
     model.to(device)
-    fingerprint = _fingerprint(config, source, chunks.shape[0], world)
+    fingerprint = _fingerprint(config, source, chunks, world)
     checkpoint = out / CHECKPOINT_FILE if out is not None else None
     state = None
     if checkpoint is not None and checkpoint.is_file() and config.resume:

@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "hf_faithful.pruning.cli",  # prune
     "hf_faithful.pruning.recover_cli",  # recover
     "hf_faithful.faithfulness.cli",  # faithfulness
+    "hf_faithful.sccm.cli",  # sccm
 )
 
 

@@ -208,7 +208,9 @@ def _backend(
         if endpoint is not None:
             raise ValueError(f"with an endpoint ({endpoint}) name the served model, not 'same'")
         return same
-    if name == REFERENCE and endpoint is None:
+    if name == REFERENCE:
+        if endpoint is not None:  # 'reference' is the bundled folder, not a served name
+            raise ValueError(f"with an endpoint ({endpoint}) name the served model (--model)")
         name = str(REFERENCE_VLM_DIR)
     if endpoint is None and name != "tiny" and not Path(name).is_dir():
         raise FileNotFoundError(f"model folder not found: {name} (or pass --endpoint URL)")
@@ -296,6 +298,9 @@ def _run(args: argparse.Namespace) -> int:
         args.coords = "normalized_1000"
         if args.judge_metrics == _config_field("judge_metrics").default:
             args.judge_metrics = ("sufficiency",)  # it was never taught the reliability prompt
+    judge_given = args.judge is not None or args.judge_endpoint is not None
+    if args.validate_judge and not (judge_given or demo):  # before any model loads
+        raise ValueError("--validate-judge needs a judge (--judge)")
     rules = dataclass_from_args(BoxRules, args)
     config = dataclass_from_args(FaithfulnessConfig, args, box_rules=rules)
     model = _backend(
@@ -307,8 +312,6 @@ def _run(args: argparse.Namespace) -> int:
     judge_name = (
         args.judge if args.judge is not None or args.judge_endpoint else ("same" if demo else None)
     )
-    if args.validate_judge and judge_name is None:
-        raise ValueError("--validate-judge needs a judge (--judge)")
     judge = _backend(judge_name, args.judge_endpoint, args.batch_size, same=model)
     rewriter = _backend(args.rewriter, args.rewriter_endpoint, args.batch_size, same=model)
     if args.cache:

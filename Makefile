@@ -12,7 +12,7 @@ TORCH_CPU ?= torch==2.13.0
 STAMP := $(VENV)/.hf-faithful-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow lint format clean
+.PHONY: install demo test test-slow lint format clean space-wheels
 
 install: $(STAMP)
 
@@ -51,6 +51,28 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Spaces deployable as is: Hugging Face installs a Space's requirements.txt BEFORE it copies
+# the Space's files (the file alone is mounted into the build), so neither a wheel in the
+# folder nor an unpublished git URL can be pip-installed there. This builds the hf-faithful
+# wheel (offline, from this checkout) and unpacks it next to each app.py (hf_faithful/ and
+# its .dist-info), which is what `import hf_faithful` finds first; requirements.txt lists
+# hf-faithful's own dependencies. Then: hf upload <user>/<space> spaces/<name> --repo-type space
+SPACES_DIR ?= spaces
+SPACE_NAMES = $(notdir $(patsubst %/app.py,%,$(wildcard $(SPACES_DIR)/*/app.py)))
+SPACE_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+SPACE_WHEEL_DIR ?= build/space-wheel
+
+space-wheels:
+	rm -rf $(SPACE_WHEEL_DIR)
+	$(SPACE_PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(SPACE_WHEEL_DIR) .
+	@wheel=$$(ls $(SPACE_WHEEL_DIR)/hf_faithful-*-py3-none-any.whl); \
+	for space in $(SPACE_NAMES); do \
+	  dest=$(SPACES_DIR)/$$space; \
+	  rm -rf $$dest/hf_faithful $$dest/hf_faithful-*.dist-info; \
+	  $(SPACE_PY) -m zipfile -e $$wheel $$dest || exit 1; \
+	  echo "$$dest: $$(basename $$wheel) unpacked next to app.py"; \
+	done
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

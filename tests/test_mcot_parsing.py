@@ -94,7 +94,9 @@ def test_a_refused_call_keeps_the_trace_when_the_model_answers(image, completion
 
 
 def test_a_refused_call_then_a_good_one(image):
-    text = _call([5, 5, 1, 1]) + "<think>oops</think>" + _call([0, 0, 90, 90]) + "<answer>a</answer>"
+    text = (
+        _call([5, 5, 1, 1]) + "<think>oops</think>" + _call([0, 0, 90, 90]) + "<answer>a</answer>"
+    )
     trace = parse_deepeyes(text, image, "q")
     assert trace.valid and len(trace.crops) == 1
     assert trace.refused_calls == [
@@ -198,3 +200,14 @@ def test_too_large_image_is_an_error_of_the_record(image, tmp_path):
     trace = trace_from_record(messages, base_dir=tmp_path, max_image_pixels=50_000)
     assert any("cannot read image: image is 320x240" in e for e in trace.errors), trace.errors
     assert trace_from_record(record, base_dir=tmp_path, max_image_pixels=76_800).valid
+
+
+def test_judge_label_of_a_record_is_kept_for_judge_validation(image):
+    from hf_faithful.mcot.images import png_data_uri
+
+    record = {"image": png_data_uri(image), "question": "q", "response": "<answer>a</answer>"}
+    assert trace_from_record(record | {"judge_label": "Yes"}).metadata["judge_label"] is True
+    assert trace_from_record(record | {"judge_label": 0}).metadata["judge_label"] is False
+    assert "judge_label" not in trace_from_record(record).metadata
+    bad = trace_from_record(record | {"judge_label": "maybe"})
+    assert bad.errors == ["judge_label must be true/false (yes/no, 1/0), got 'maybe'"]

@@ -4,7 +4,7 @@ text and the crops of a trace, effects with statistics, LVLM-judge metrics.
 Modules: ``config`` (FaithfulnessConfig), ``evaluator`` (FaithfulnessEvaluator),
 ``report`` (FaithfulnessReport), ``interventions`` (do(T), do(V)), ``stats`` (the effect
 core, bootstrap, McNemar), ``judge``, ``metric`` (the ``mcot_faithfulness`` logic),
-``prompts``, ``cli``. The model backends and the trace format live in
+``prompts``, ``presets`` (a model's own prompt format and tool rules: DeepEyes), ``cli``. The model backends and the trace format live in
 :mod:`hf_faithful.mcot`. Import from the submodules; this package imports nothing, so
 light users do not pay for torch.
 """

@@ -156,7 +156,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--continue-final-message",
         action="store_true",
-        help="the endpoint can continue a prefilled assistant turn (vLLM, SGLang)",
+        help="the endpoint can continue a prefilled assistant turn (vLLM, SGLang): answers "
+        "are then prefilled with <answer>; without it they are asked for in a fresh user turn",
     )
     parser.add_argument(
         "--cache",

@@ -145,3 +145,96 @@ def test_all_nan_losses_raise_a_clear_error():
         pruner.fit(torch.randint(0, 256, (4, 16)), progress=False)
     assert pruner.skipped_steps == 20
     assert torch.all(pruner.scores_heads == 0.5)  # skipped steps leave the scores alone
+
+
+def test_one_shot_methods_from_the_cli(model_dir, calibration, tmp_path, capsys):
+    """--method flap is FLAP: cost-aware masks and bias compensation in the saved model."""
+
+    def one_shot(out, *extra):
+        args = _args(model_dir, calibration, out, *extra)
+        i = args.index("--steps")
+        return args[:i] + args[i + 2 :]
+
+    out = tmp_path / "flap"
+    assert main(one_shot(out, "--method", "flap")) == 0
+    printed = capsys.readouterr().out
+    assert "one-shot FLAP" in printed and "first 3 of" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["o_proj_bias"] and config["down_proj_bias"]
+    assert config["pruning"]["steps"] == 0 and "FLAP" in config["pruning"]["method"]
+    assert config["pruning"]["bias_compensation"] is True
+    assert config["pruning"]["calibration"] == str(calibration)
+    assert "first 3 of" in config["pruning"]["evaluation"]
+    assert "deviations from the papers" in (out / "README.md").read_text()
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.model.layers[0].mlp.down_proj.bias is not None
+    # an explicit option beats the method's setting
+    out = tmp_path / "wanda"
+    assert main(one_shot(out, "--method", "wanda-sp", "--compensate")) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["down_proj_bias"] and "sequential" in config["pruning"]["method"]
+    assert config["pruning"]["budget"] == "layer"
+    assert main(_args(model_dir, calibration, out, "--method", "magnitude")) == 2
+    assert "is one-shot" in capsys.readouterr().err
+
+
+def test_preset_and_method_values_yield_to_explicit_options():
+    from hf_faithful.cli import build_parser
+    from hf_faithful.pruning.cli import _config
+
+    parse = build_parser().parse_args
+    cfg = _config(parse(["prune", "--output", "o", "--preset", "paper"]))
+    assert (cfg.optimizer, cfg.learning_rate, cfg.max_steps, cfg.compensate) == (
+        "adam",
+        2e-3,
+        15_000,
+        False,
+    )
+    # explicit options win, even when they equal a default
+    cfg = _config(
+        parse(["prune", "--output", "o", "--preset", "paper", "--lr", "6e-3", "--steps", "300"])
+    )
+    assert (cfg.learning_rate, cfg.max_steps, cfg.weight_decay) == (6e-3, 300, 1e-4)
+    cfg = _config(parse(["prune", "--output", "o", "--method", "flap", "--no-compensate"]))
+    assert (cfg.allocation, cfg.compensate, cfg.max_steps) == ("cost", False, 0)
+    cfg = _config(parse(["prune", "--output", "o", "--method", "flap", "--budget", "layer"]))
+    assert cfg.allocation == "pool"  # FLAP's per-layer (UL-UM) structure
+    assert _config(parse(["prune", "--output", "o"])).compensate  # pg: compensated
+
+
+def test_device_and_dtype_default_to_the_gpu_in_bf16():
+    import torch
+
+    from hf_faithful.pruning.cli import resolve_device_dtype
+
+    assert resolve_device_dtype(None, "auto", cuda=True) == ("cuda", torch.bfloat16)
+    assert resolve_device_dtype(None, "auto", cuda=False) == ("cpu", torch.float32)
+    assert resolve_device_dtype("cpu", "auto", cuda=True) == ("cpu", torch.float32)
+    assert resolve_device_dtype("cuda:1", "float32", cuda=True) == ("cuda:1", torch.float32)
+
+
+@pytest.mark.parametrize(
+    "repo, env, message",
+    [
+        ("not a repo", {}, "repo id must look like"),
+        ("me/pruned", {"HF_HUB_OFFLINE": "1"}, "offline mode"),
+        ("me/pruned", {"HF_HUB_OFFLINE": "0"}, "no Hugging Face token"),
+    ],
+)
+def test_push_to_hub_is_checked_before_pruning(
+    model_dir, calibration, tmp_path, capsys, monkeypatch, repo, env, message
+):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored token
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    fitted = []
+    monkeypatch.setattr(PolicyGradientPruner, "fit", lambda *a, **k: fitted.append(1))
+    out = tmp_path / "pushed"
+    assert main(_args(model_dir, calibration, out, "--push-to-hub", repo)) == 2
+    assert message in capsys.readouterr().err
+    assert not fitted and not out.exists()  # refused before loading or pruning anything

@@ -13,7 +13,7 @@ import torch
 
 from hf_faithful.assets import REFERENCE_MODEL_DIR
 
-__all__ = ["REFERENCE_MODEL_DIR", "load_causal_lm", "load_reference_model"]
+__all__ = ["REFERENCE_MODEL_DIR", "load_causal_lm", "load_gguf", "load_reference_model"]
 
 
 def load_reference_model(dtype: torch.dtype = torch.float32, device: str | None = None):
@@ -29,10 +29,12 @@ def load_causal_lm(
     device_map: str | dict | None = None,
     trust_remote_code: bool = False,
 ):
-    """Load a causal LM and tokenizer from a local folder or a Hub id.
+    """Load a causal LM and tokenizer from a local folder, a Hub id or a ``.gguf`` file.
 
     ``None`` means the bundled reference model. A path that looks local but does not
-    exist raises ``FileNotFoundError`` naming it, instead of a Hub lookup error.
+    exist raises ``FileNotFoundError`` naming it, instead of a Hub lookup error. A GGUF
+    file (llama.cpp's format; needs ``pip install 'hf-faithful[gguf]'``) is dequantized
+    to ``dtype`` and returned as an ordinary model that ``save_pretrained`` accepts.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -41,6 +43,8 @@ def load_causal_lm(
 
     if name_or_path is None:
         name_or_path = str(REFERENCE_MODEL_DIR)
+    if str(name_or_path).lower().endswith(".gguf"):
+        return load_gguf(name_or_path, dtype=dtype, device=device, device_map=device_map)
     path = Path(name_or_path).expanduser()
     looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
     if looks_local and not path.is_dir():
@@ -56,6 +60,66 @@ def load_causal_lm(
         model.to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def load_gguf(
+    path: str | Path,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | None = None,
+    device_map: str | dict | None = None,
+):
+    """``(model, tokenizer)`` from a local GGUF file, dequantized to ``dtype``.
+
+    transformers reads GGUF through ``from_pretrained(folder, gguf_file=name)``, which
+    dequantizes every tensor (to float32 unless told otherwise) but marks the model as
+    GGUF-loaded, and its ``save_pretrained`` then refuses it. The weights are moved into
+    a model built plainly from the same config, which saves, prunes and compresses like
+    any other.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file does not exist: {path}")
+    try:
+        import gguf  # noqa: F401 - transformers' GGUF reader needs it
+    except ImportError as exc:
+        raise ImportError(
+            f"loading {path.name} needs the gguf package: pip install 'hf-faithful[gguf]'"
+        ) from exc
+    folder, name = str(path.parent), path.name
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
+    config = loaded.config
+    config._name_or_path = str(path)
+    if hasattr(config, "quantization_config"):  # dequantized: nothing quantized is left
+        del config.quantization_config
+    kwargs = {"dtype": dtype} if not isinstance(dtype, str) else {}
+    model = AutoModelForCausalLM.from_config(config, **kwargs)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(
+            f"{path.name}: GGUF weights do not fit {type(model).__name__} (missing "
+            f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})"
+        )
+    model.tie_weights()
+    del loaded
+    if device_map is not None:
+        from accelerate import dispatch_model, infer_auto_device_map
+
+        if device_map == "auto":
+            device_map = infer_auto_device_map(
+                model, no_split_module_classes=model._no_split_modules
+            )
+        model = dispatch_model(model, device_map=device_map)
+    elif device is not None:
+        model.to(device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

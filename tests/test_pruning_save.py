@@ -10,13 +10,17 @@ import site
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from huggingface_hub import ModelCard
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_faithful.pruning import PolicyGradientPruner, PrunedLlamaForCausalLM, PruningConfig
+from hf_faithful.pruning.card import retarget_card
 from hf_faithful.pruning.compress import compress_model
+from hf_faithful.pruning.export import base_license, hub_id, portable_name
 from hf_faithful.pruning.state import CHECKPOINT_FILE, load_prune_state
 from hf_faithful.pruning.units import UnitMasks, find_prunable_layers
 from hf_faithful.testing.tiny_llama import ARCHITECTURES, byte_tokenizer, tiny_causal_lm
@@ -182,12 +186,14 @@ def test_reload_in_a_clean_process_without_hf_faithful(saved, tmp_path):
 class FakeApi:
     def __init__(self):
         self.calls = []
+        self.card = None  # README.md as uploaded
 
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
 
     def upload_folder(self, *, folder_path, repo_id, **kwargs):
         self.calls.append(("upload_folder", repo_id, sorted(os.listdir(folder_path))))
+        self.card = (Path(folder_path) / "README.md").read_text()
         return type("Commit", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
 
 
@@ -206,6 +212,11 @@ def test_push_to_hub_uploads_the_saved_folder(monkeypatch):
         "modeling_pruned.py",
         "README.md",
     } <= set(files)
+    # the pushed card loads the repo, not a folder placeholder, and is titled after it
+    card = ModelCard(api.card)
+    assert 'from_pretrained("me/tiny-pruned", trust_remote_code=True)' in card.text
+    assert "path/to/this/folder" not in card.text
+    assert card.data.model_name == "tiny-pruned" and "\n# tiny-pruned\n" in card.text
     with pytest.raises(ValueError, match="repo_id"):
         pruner.push_to_hub("not a repo")
 
@@ -310,3 +321,99 @@ def test_lm_eval_cli_evaluates_the_pruned_folder(saved, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "hff_cloze" in proc.stdout and "acc" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def saved_from_a_local_folder(tmp_path_factory):
+    """A pruned model whose base was loaded from a local folder with a licensed card."""
+    base = tmp_path_factory.mktemp("bases") / "my-base-lm"
+    tiny_causal_lm("llama").save_pretrained(base)
+    byte_tokenizer().save_pretrained(base)
+    (base / "README.md").write_text(
+        "---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# base\n"
+    )
+    model = AutoModelForCausalLM.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    assert model.config._name_or_path == str(base)  # what used to leak into the folder
+    config = PruningConfig(sparsity=0.5, max_steps=0, batch_size=2, seq_len=16, init="wanda_sp")
+    pruner = PolicyGradientPruner(model, tokenizer, config)
+    pruner.fit(TEXT, progress=False)
+    folder = tmp_path_factory.mktemp("pruned") / "out"
+    pruner.save_pretrained(folder)
+    return base, folder
+
+
+def test_saved_folder_holds_nothing_machine_local(saved_from_a_local_folder):
+    base, folder = saved_from_a_local_folder
+    for name in ("config.json", "tokenizer_config.json", "README.md"):
+        text = (folder / name).read_text()
+        assert str(base) not in text and str(base.parent) not in text, name
+    config = json.loads((folder / "config.json").read_text())
+    assert "_name_or_path" not in config and "_name_or_path" not in config["text_config"]
+    assert config["pruning"]["base_model"] == "local model my-base-lm"
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert not {"local_files_only", "is_local", "name_or_path"} & set(tokenizer_config)
+    # still a working folder
+    reloaded = AutoModelForCausalLM.from_pretrained(folder)
+    assert AutoTokenizer.from_pretrained(folder)("ab")["input_ids"]
+    assert reloaded.config.text_config.model_type == "llama"
+
+
+def test_pruned_card_carries_the_base_licence(saved_from_a_local_folder):
+    _, folder = saved_from_a_local_folder
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "apache-2.0"
+    assert card.data.base_model is None  # a local base is no Hub link
+    assert "`local model my-base-lm`" in card.text
+    assert 'from_pretrained("path/to/this/folder"' in card.text  # not pushed yet
+
+
+def test_bundled_reference_model_is_named_and_licensed(reference_model):
+    model, _ = reference_model
+    assert portable_name(model.config._name_or_path) == "hf-faithful reference model"
+    assert base_license(model) == {"license": "cc-by-sa-3.0"}
+
+
+def test_portable_names(tmp_path):
+    snapshot = tmp_path / "hub" / "models--meta-llama--Llama-3.2-1B" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    assert hub_id(snapshot) == portable_name(snapshot) == "meta-llama/Llama-3.2-1B"
+    assert portable_name("Qwen/Qwen3-0.6B") == hub_id("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B"
+    local = tmp_path / "checkpoints" / "step-100"
+    local.mkdir(parents=True)
+    assert hub_id(local) is None and portable_name(local) == "local model step-100"
+    assert portable_name(None) is None and portable_name("") is None
+
+
+def test_licence_of_a_hub_base_comes_from_the_local_cache_only(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text("---\nlicense: other\nlicense_name: llama3.2\nlicense_link: LICENSE\n---\n")
+    asked = []
+
+    def cached(repo_id, filename, **kwargs):
+        asked.append((repo_id, filename))
+        return str(readme) if repo_id == "meta-llama/Llama-3.2-1B" else None
+
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", cached)
+    model = tiny_causal_lm("llama")
+    model.config._name_or_path = "meta-llama/Llama-3.2-1B"
+    assert base_license(model) == {
+        "license": "other",
+        "license_name": "llama3.2",
+        "license_link": "LICENSE",
+    }
+    model.config._name_or_path = "someone/uncached"
+    assert base_license(model) == {}
+    assert asked == [("meta-llama/Llama-3.2-1B", "README.md"), ("someone/uncached", "README.md")]
+
+
+def test_retarget_card(saved, tmp_path):
+    folder = saved["llama"][0]
+    path = tmp_path / "README.md"
+    path.write_text((folder / "README.md").read_text())
+    retarget_card(path, "me/small-llama")
+    card = ModelCard.load(path)
+    assert card.data.model_name == "small-llama" and card.text.startswith("\n# small-llama\n")
+    assert 'AutoTokenizer.from_pretrained("me/small-llama", trust_remote_code=True)' in card.text
+    with pytest.raises(ValueError, match="repo_id"):
+        retarget_card(path, "not a repo")

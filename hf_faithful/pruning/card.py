@@ -16,6 +16,8 @@ from hf_faithful.assets import MODEL_CARDS_DIR
 from hf_faithful.hub import REPO_ID_PATTERN
 
 TEMPLATE = MODEL_CARDS_DIR / "pruned_model.md"
+# What the usage snippet names when the card is written before the model has a Hub repo.
+LOCAL_PLACEHOLDER = "path/to/this/folder"
 
 
 def _human(n: int) -> str:
@@ -32,12 +34,18 @@ def pruned_model_card(
     params_after: int,
     perplexity: dict[str, float] | None = None,
     repo_id: str | None = None,
+    license: str | None = None,
+    license_name: str | None = None,
+    license_link: str | None = None,
     template_path: str | os.PathLike | None = None,
 ) -> ModelCard:
     """Model card of a pruned model from its ``PrunedLlamaConfig``.
 
     ``perplexity`` may hold ``before`` / ``after`` WikiText-2 test perplexities; the
-    ``after`` value becomes the card's evaluation result.
+    ``after`` value becomes the card's evaluation result. ``repo_id`` is what the usage
+    snippet loads (the folder placeholder without it). ``license`` (with ``license_name`` /
+    ``license_link`` for ``"other"``) is the base model's: pruned weights are derived
+    from it, so its terms carry over.
     """
     pruning: dict[str, Any] = dict(config.pruning or {})
     base_model = pruning.get("base_model") or "an unnamed model"
@@ -70,6 +78,9 @@ def pruned_model_card(
         tags=["pruned", "structured-pruning", "policy-gradient-pruning", "hf-faithful"],
         model_name=model_name,
         eval_results=eval_results,
+        license=license,
+        license_name=license_name,
+        license_link=license_link,
     )
     layers = [
         (i, q, kv, width)
@@ -96,5 +107,24 @@ def pruned_model_card(
         ppl_after=fmt(perplexity.get("after")),
         pruning=pruning,
         layers=layers,
-        repo_id=repo_id or "path/to/this/folder",
+        repo_id=repo_id or LOCAL_PLACEHOLDER,
     )
+
+
+def retarget_card(path: str | os.PathLike, repo_id: str) -> None:
+    """Point a saved pruned-model card at ``repo_id``: its usage snippet loads the repo
+    instead of the folder placeholder, and its title and ``model_name`` become the repo's
+    name (as :func:`pruned_model_card` with ``repo_id`` would write them). Rewritten
+    atomically; used when a saved folder is pushed."""
+    if not REPO_ID_PATTERN.match(repo_id):
+        raise ValueError(f"repo_id must look like 'user/name', got {repo_id!r}")
+    path = Path(path)
+    card = ModelCard.load(path)
+    old_name, new_name = card.data.model_name, repo_id.split("/")[-1]
+    card.text = card.text.replace(f'"{LOCAL_PLACEHOLDER}"', f'"{repo_id}"')
+    if old_name and old_name != new_name:
+        card.text = card.text.replace(f"\n# {old_name}\n", f"\n# {new_name}\n", 1)
+    card.data.model_name = new_name
+    tmp = path.with_name(path.name + ".tmp")
+    card.save(tmp)
+    os.replace(tmp, path)

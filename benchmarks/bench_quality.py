@@ -1,29 +1,42 @@
 """Pruning quality side by side: dense, random, magnitude, Wanda-sp, FLAP and
-policy-gradient (PG) pruning at several sparsities, with global and per-layer budgets.
+policy-gradient (PG) pruning at several sparsities, with global and per-layer budgets,
+each with and without bias compensation.
 
-Every method prunes KV-head groups and MLP channels (``target="both"``), sees the same
-calibration data (the bundled calibration text, cut into 128-token chunks; the
-activation statistics use the same ``--init-samples`` chunks) and is evaluated as a
-physically compressed model on
+The methods are ``hf-faithful prune --method`` (``PruningConfig.for_method``):
+- global budget: Wanda-sp is our variant (dense statistics, per-layer sigmap, one
+  ranking per pool); FLAP is FLAP's AL-AM (standardized fluctuation metric, one
+  threshold over heads and channels weighed by parameter cost, so heads and channels
+  lose different fractions and the parameter count differs a little from the others);
+- layer budget: Wanda-sp as published (per layer, each layer measured with the ones
+  before it pruned); FLAP's UL-UM (its metric, a uniform per-layer budget);
+- ``+comp``: the same masks with bias compensation (a removed input of o_proj /
+  down_proj replaced by its calibration mean, stored as biases); FLAP as published is
+  ``FLAP +comp``; PG +comp samples the compensated network during the search.
+
+Data (labelled in the report): calibration is the bundled text, the last 30% of
+WikiText-2 valid in its tokenized (not raw) form, not C4 as in the papers. Its last
+``--dev-chunks`` 128-token chunks are held out as the dev split, on which ``--sweep``
+chooses PG's settings; the test split is only reported. Every method sees exactly the
+same ``--calib-chunks`` chunks: the one-shot statistics use all of them and PG draws its
+batches from them (``--pg-data all`` lets PG draw from every calibration chunk instead;
+the report says which). Models are evaluated physically compressed on
 - WikiText-2 test perplexity with the paper's protocol (non-overlapping 128-token
   chunks; ``--ppl-chunks`` evaluates the first N chunks only, to save time), and
 - accuracy on the bundled 4-choice cloze task ``hff_cloze`` (lm-eval, ``--cloze-limit``
   items).
-The one-shot baselines are ``PolicyGradientPruner`` with ``max_steps=0`` (its
-initialization alone: metric -> sigmap -> budget -> top-k); a global budget therefore
-ranks the per-layer standardized metrics, as FLAP does. PG starts from the Wanda-sp
-initialization and reports the median over ``--seeds`` with the spread, and the
-perplexity of its own initialization for each seed.
+PG starts from the Wanda-sp initialization and reports the median over ``--seeds`` with
+the spread, and the perplexity of its own initialization for each seed.
 
-``--sweep`` instead measures, at one sparsity, what PG's settings buy (steps, learning
-rate, K, estimator, budget, initialization, calibration size), each against the same
-Wanda-sp initialization.
+``--sweep`` instead measures on the dev split, at one sparsity, what PG's settings buy
+(steps, learning rate, K, estimator, budget, compensation, initialization, data).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_quality.py [--model reference]
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_quality.py --sweep
+    python benchmarks/bench_quality.py --model path/to/SmolLM2-135M.gguf --device cuda
 
-Writes benchmarks/results/quality.json (quality-sweep.json) and the "## Pruning
-quality" ("## PG tuning sweep") section of benchmarks/RESULTS.md.
+Writes benchmarks/results/quality[-TAG].json (quality-sweep[-TAG].json) and the "## Pruning
+quality" ("## PG tuning sweep") section of benchmarks/RESULTS.md (with the model in the
+heading for a model other than the bundled one).
 """
 
 from __future__ import annotations
@@ -48,14 +61,53 @@ from hf_faithful.evaluation.perplexity import perplexity, tokenize_text  # noqa:
 from hf_faithful.pruning import PolicyGradientPruner, PruningConfig  # noqa: E402
 
 BASELINES = ("random", "magnitude", "wanda_sp", "flap")
+# the CLI method each benchmark method runs under a budget
+METHOD_NAMES = {
+    ("random", "global"): "random",
+    ("random", "layer"): "random",
+    ("magnitude", "global"): "magnitude",
+    ("magnitude", "layer"): "magnitude",
+    ("wanda_sp", "global"): "wanda-sp-global",
+    ("wanda_sp", "layer"): "wanda-sp",
+    ("flap", "global"): "flap",
+    ("flap", "layer"): "flap",
+    ("pg", "global"): "pg",
+    ("pg", "layer"): "pg",
+}
 LABELS = {
     "dense": "dense",
     "random": "random",
     "magnitude": "magnitude",
-    "wanda_sp": "Wanda-sp",
-    "flap": "FLAP",
+    ("wanda_sp", "global"): "Wanda-sp (global; our variant)",
+    ("wanda_sp", "layer"): "Wanda-sp (as published: per layer, sequential)",
+    ("flap", "global"): "FLAP (AL-AM: cost-aware global allocation)",
+    ("flap", "layer"): "FLAP (UL-UM: per layer)",
     "pg": "PG (Wanda-sp init)",
 }
+COMP = "+comp"
+
+
+def label(method: str, budget: str) -> str:
+    """Row label of ``method`` (``name`` or ``name+comp``) under ``budget``."""
+    base, comp = method.removesuffix(COMP), method.endswith(COMP)
+    text = LABELS.get((base, budget), LABELS.get(base, base))
+    if comp:
+        text += " +comp" + (" (as published)" if base == "flap" else "")
+    return text
+
+
+def variants(methods: list[str], compensate: str) -> list[str]:
+    """The method keys to run: each method plain, compensated, or both."""
+    out = []
+    for m in methods:
+        if m == "dense":
+            out.append(m)
+            continue
+        if compensate in ("both", "off"):
+            out.append(m)
+        if compensate in ("both", "on"):
+            out.append(m + COMP)
+    return out
 
 
 def fingerprint(model: torch.nn.Module) -> float:
@@ -64,13 +116,16 @@ def fingerprint(model: torch.nn.Module) -> float:
 
 
 class Evaluator:
-    def __init__(self, tokenizer, args):
+    """Test perplexity (reported) and dev perplexity (for choosing settings)."""
+
+    def __init__(self, tokenizer, args, dev_chunks: torch.Tensor):
         self.tokenizer = tokenizer
         self.args = args
         self.test_ids = tokenize_text(tokenizer, wikitext2_test())
         total = self.test_ids.numel() // args.seq_len
         self.ppl_chunks = min(args.ppl_chunks or total, total)
         self.total_chunks = total
+        self.dev_ids = dev_chunks.reshape(-1)
 
     def ppl(self, model) -> float:
         return perplexity(
@@ -78,6 +133,15 @@ class Evaluator:
             input_ids=self.test_ids,
             seq_len=self.args.seq_len,
             max_chunks=self.ppl_chunks,
+            device=self.args.device,
+            progress=False,
+        )
+
+    def dev_ppl(self, model) -> float:
+        return perplexity(
+            model,
+            input_ids=self.dev_ids,
+            seq_len=self.args.seq_len,
             device=self.args.device,
             progress=False,
         )
@@ -101,42 +165,62 @@ class Evaluator:
         return out
 
 
-def make_pruner(model, tokenizer, args, **overrides) -> PolicyGradientPruner:
+def make_pruner(model, tokenizer, args, *, method: str = "pg", **overrides) -> PolicyGradientPruner:
+    """The pruner of ``method`` (a benchmark method key, ``+comp`` for compensation) with
+    the benchmark's shared settings; ``overrides`` are explicit config fields."""
+    base, comp = method.removesuffix(COMP), method.endswith(COMP)
+    budget = overrides.get("budget", "global")
     values = dict(
         sparsity=0.5,
-        budget="global",
+        budget=budget,
         target="both",
-        init="wanda_sp",
-        max_steps=args.steps,
         batch_size=args.batch_size,
         seq_len=args.seq_len,
-        num_samples=args.num_samples,
-        learning_rate=args.lr,
-        estimator=args.estimator,
         init_num_samples=args.init_samples,
+        compensate=comp,
         logging_steps=10,
         seed=0,
     )
+    if base == "pg":
+        values.update(
+            max_steps=args.steps,
+            num_samples=args.num_samples,
+            learning_rate=args.lr,
+            estimator=args.estimator,
+            init="wanda_sp",
+        )
     values.update(overrides)
-    return PolicyGradientPruner(model, tokenizer, PruningConfig(**values))
+    name = METHOD_NAMES.get((base, values["budget"]), "pg")
+    return PolicyGradientPruner(model, tokenizer, PruningConfig.for_method(name, **values))
 
 
-def one_shot(model, tokenizer, chunks, evaluate, args, *, cloze=True, **overrides) -> dict:
-    pruner = make_pruner(model, tokenizer, args, max_steps=0, **overrides)
+def one_shot(
+    model, tokenizer, chunks, evaluate, args, *, cloze=True, dev=False, **overrides
+) -> dict:
+    pruner = make_pruner(model, tokenizer, args, **overrides)
     wall, cpu = common.timed(lambda: pruner.initialize(chunks, progress=False))
     pruned = pruner.compress()
-    out = evaluate(pruned, cloze=cloze)
-    out.update(prune_cpu_s=cpu, prune_wall_s=wall, layer_sizes=pruner.layer_sizes())
+    out = {"dev_ppl": evaluate.dev_ppl(pruned)} if dev else evaluate(pruned, cloze=cloze)
+    out.update(
+        prune_cpu_s=cpu,
+        prune_wall_s=wall,
+        layer_sizes=pruner.layer_sizes(),
+        params=common.count_params(pruned),
+        method=pruner.provenance()["method"],
+    )
     return out
 
 
-def policy_gradient(model, tokenizer, chunks, evaluate, args, *, cloze=True, **overrides) -> dict:
+def policy_gradient(
+    model, tokenizer, chunks, evaluate, args, *, cloze=True, dev=False, **overrides
+) -> dict:
     pruner = make_pruner(model, tokenizer, args, **overrides)
+    score = evaluate.dev_ppl if dev else evaluate.ppl
     pruner.initialize(chunks, progress=False)
-    init_ppl = evaluate.ppl(pruner.compress())
+    init_ppl = score(pruner.compress())
     wall, cpu = common.timed(lambda: pruner.fit(chunks, progress=not args.quiet))
     pruned = pruner.compress()
-    out = evaluate(pruned, cloze=cloze)
+    out = {"dev_ppl": score(pruned)} if dev else evaluate(pruned, cloze=cloze)
     losses = [h["loss"] for h in pruner.history if "loss" in h]
     out.update(
         init_ppl=init_ppl,
@@ -144,6 +228,8 @@ def policy_gradient(model, tokenizer, chunks, evaluate, args, *, cloze=True, **o
         prune_cpu_s=cpu,
         prune_wall_s=wall,
         layer_sizes=pruner.layer_sizes(),
+        params=common.count_params(pruned),
+        method=pruner.provenance()["method"],
         first_loss=losses[0] if losses else None,
         last_loss=losses[-1] if losses else None,
         skipped_steps=pruner.skipped_steps,
@@ -173,9 +259,10 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def grid(model, tokenizer, chunks, evaluate, args, partial: Path | None = None) -> dict:
-    """Every method x budget x sparsity; with ``partial``, each result is saved as soon
-    as it exists and a rerun skips what is already there (the run is resumable)."""
+def grid(model, tokenizer, chunks, pg_chunks, evaluate, args, partial: Path | None = None) -> dict:
+    """Every method x budget x sparsity (x compensation); with ``partial``, each result
+    is saved as soon as it exists and a rerun skips what is already there (resumable).
+    ``chunks`` feed the one-shot statistics, ``pg_chunks`` PG's batches."""
     results: dict[str, Any] = {}
     if partial is not None and partial.exists():
         results = json.loads(partial.read_text())
@@ -192,10 +279,10 @@ def grid(model, tokenizer, chunks, evaluate, args, partial: Path | None = None) 
     for sparsity in sorted(args.sparsities, reverse=True):  # the headline sparsity first
         for budget in args.budgets:
             key = f"{budget}/{sparsity}"
-            for method in args.methods:
+            for method in variants(args.methods, args.compensate):
                 if method == "dense" or f"{key}/{method}" in results:
                     continue
-                if method == "pg":
+                if method.startswith("pg"):
                     if args.pg_sparsities and sparsity not in args.pg_sparsities:
                         continue
                     runs = []
@@ -204,17 +291,18 @@ def grid(model, tokenizer, chunks, evaluate, args, partial: Path | None = None) 
                             policy_gradient(
                                 model,
                                 tokenizer,
-                                chunks,
+                                pg_chunks,
                                 evaluate,
                                 args,
+                                method=method,
                                 sparsity=sparsity,
                                 budget=budget,
                                 seed=seed,
                             )  # fmt: skip
                         )
-                        log(f"{key} pg seed {seed}: ppl {runs[-1]['ppl']:.2f} "
+                        log(f"{key} {method} seed {seed}: ppl {runs[-1]['ppl']:.2f} "
                             f"(init {runs[-1]['init_ppl']:.2f})")  # fmt: skip
-                    done(f"{key}/pg", summarize_seeds(runs))
+                    done(f"{key}/{method}", summarize_seeds(runs))
                 else:
                     done(
                         f"{key}/{method}",
@@ -224,36 +312,44 @@ def grid(model, tokenizer, chunks, evaluate, args, partial: Path | None = None) 
                             chunks,
                             evaluate,
                             args,
+                            method=method,
                             sparsity=sparsity,
                             budget=budget,
-                            init=method,
                         ),  # fmt: skip
                     )
                     log(f"{key} {method}: ppl {results[f'{key}/{method}']['ppl']:.2f}")
     return results
 
 
-def sweep(model, tokenizer, chunks, evaluate, args, partial: Path | None = None) -> dict:
-    """PG settings at one sparsity (global budget unless varied), seed 0, perplexity only.
+def sweep(
+    model, tokenizer, chunks, pg_chunks, all_chunks, evaluate, args, partial: Path | None = None
+) -> dict:
+    """PG settings at one sparsity (global budget unless varied), seed 0, perplexity on
+    the dev split only: this is where settings are chosen, so the test split stays unseen.
 
     Rows run in order of interest and, with ``partial``, are saved as they finish (a
     rerun skips the rows already there)."""
     s = args.sweep_sparsity
     base = {"sparsity": s, "budget": "global"}
     variants: list[tuple[str, str, dict]] = [
-        ("one-shot", "Wanda-sp init only (128 calibration chunks)", {"init": "wanda_sp"}),
-        ("pg", f"PG default ({args.steps} steps, lr {args.lr:g}, K {args.num_samples}, "
-               f"{args.estimator})", {}),
-        ("pg", f"lr {args.lr * 10:g}", {"learning_rate": args.lr * 10}),
-        ("pg", "reinforce estimator", {"estimator": "reinforce"}),
-        ("pg", f"{args.steps * 3} steps", {"max_steps": args.steps * 3}),
-        ("pg", "K = 4", {"num_samples": 4}),
-        ("pg", f"lr {args.lr * 4:g}", {"learning_rate": args.lr * 4}),
-        ("pg", "per-layer budget", {"budget": "layer"}),
-        ("one-shot", "magnitude init only", {"init": "magnitude"}),
-        ("pg", "PG from the magnitude init", {"init": "magnitude"}),
-        ("one-shot", "Wanda-sp init only, 32 calibration chunks", {"init_num_samples": 32}),
-        ("one-shot", "Wanda-sp init only, 512 calibration chunks", {"init_num_samples": 512}),
+        ("one-shot", "Wanda-sp init only", {"method": "wanda_sp"}),
+        ("pg", f"PG ({args.steps} steps, lr {args.lr:g}, K {args.num_samples}, "
+               f"{args.estimator})", {"method": "pg"}),
+        ("pg", "PG +comp (compensated search)", {"method": "pg" + COMP}),
+        ("one-shot", "Wanda-sp init only +comp", {"method": "wanda_sp" + COMP}),
+        ("one-shot", "FLAP +comp (as published)", {"method": "flap" + COMP}),
+        ("pg", f"lr {args.lr * 10:g}", {"method": "pg", "learning_rate": args.lr * 10}),
+        ("pg", "reinforce estimator", {"method": "pg", "estimator": "reinforce"}),
+        ("pg", f"{args.steps * 3} steps", {"method": "pg", "max_steps": args.steps * 3}),
+        ("pg", "K = 4", {"method": "pg", "num_samples": 4}),
+        ("pg", f"lr {args.lr * 4:g}", {"method": "pg", "learning_rate": args.lr * 4}),
+        ("pg", f"lr {args.lr / 2:g}", {"method": "pg", "learning_rate": args.lr / 2}),
+        ("pg", "per-layer budget", {"method": "pg", "budget": "layer"}),
+        ("pg", "Adam lr 2e-3 (released code's optimizer)",
+         {"method": "pg", "optimizer": "adam", "learning_rate": 2e-3, "weight_decay": 1e-4}),
+        ("pg", "PG drawing batches from every calibration chunk", {"method": "pg", "data": "all"}),
+        ("one-shot", "magnitude init only", {"method": "magnitude"}),
+        ("pg", "PG from the magnitude init", {"method": "pg", "init": "magnitude"}),
     ]  # fmt: skip
     if args.sweep_only:
         wanted = set(args.sweep_only)
@@ -263,18 +359,19 @@ def sweep(model, tokenizer, chunks, evaluate, args, partial: Path | None = None)
         rows = json.loads(partial.read_text())["rows"]
         log(f"resuming: {len(rows)} rows in {partial}")
     seen = {r["label"] for r in rows}
-    for kind, label, overrides in variants:
-        if label in seen:
+    for kind, row_label, overrides in variants:
+        if row_label in seen:
             continue
         settings = {**base, **overrides}
+        data = all_chunks if settings.pop("data", None) == "all" else pg_chunks
         if kind == "one-shot":
-            out = one_shot(model, tokenizer, chunks, evaluate, args, cloze=False, **settings)
+            out = one_shot(model, tokenizer, chunks, evaluate, args, dev=True, **settings)
         else:
-            out = policy_gradient(model, tokenizer, chunks, evaluate, args, cloze=False, **settings)
-        rows.append({"kind": kind, "label": label, "settings": settings, **out})
+            out = policy_gradient(model, tokenizer, data, evaluate, args, dev=True, **settings)
+        rows.append({"kind": kind, "label": row_label, "settings": settings, **out})
         if partial is not None:
             common.write_json(partial, {"sparsity": s, "rows": rows})
-        log(f"sweep {label}: ppl {out['ppl']:.2f}" + (
+        log(f"sweep {row_label}: dev ppl {out['dev_ppl']:.2f}" + (
             f" (init {out['init_ppl']:.2f})" if "init_ppl" in out else ""))  # fmt: skip
     return {"sparsity": s, "rows": rows}
 
@@ -295,58 +392,98 @@ def _cell(r: dict | None, pg: bool) -> tuple[str, str]:
     return ppl, a
 
 
+def data_note(meta: dict) -> str:
+    """What the data were, and where they differ from the papers'."""
+    args = meta["args"]
+    pg_data = (
+        "the same chunks"
+        if args["pg_data"] == "same"
+        else f"all {meta['all_calibration_chunks']} calibration chunks"
+    )
+    return (
+        f"Calibration: {meta['calibration_chunks']} chunks of {args['seq_len']} tokens from "
+        "the bundled text (last 30% of WikiText-2 valid, the tokenized WikiText-2 of "
+        "PyTorch's word-language-model example, not wikitext-2-raw-v1; the papers calibrate "
+        "on C4); the one-shot statistics use all of them and PG draws its "
+        f"{args['batch_size']}-sequence batches from {pg_data}. Dev split (settings chosen "
+        f"there by `--sweep`): the last {meta['dev_chunks']} chunks of that text, held out "
+        "from calibration. Test: WikiText-2 test (same tokenized form), the paper's protocol "
+        f"in {args['seq_len']}-token chunks, first {meta['ppl_chunks']} of {meta['total_chunks']} chunks"
+        + (" (the full test set)" if meta["ppl_chunks"] == meta["total_chunks"] else "")
+        + "."
+    )
+
+
 def quality_report(results: dict, meta: dict) -> str:
     args = meta["args"]
     lines = [common.provenance_block(meta["machine"], meta["command"]), ""]
     dense = results["dense"]
     lines.append(
         f"Model: `{meta['model']}` ({dense['params'] / 1e6:.2f}M parameters). Sparsity = "
-        "fraction of KV-head groups and of MLP channels removed. Perplexity: WikiText-2 test, "
-        f"128-token protocol, first {meta['ppl_chunks']} of {meta['total_chunks']} chunks"
-        + (" (the full test set)" if meta["ppl_chunks"] == meta["total_chunks"] else "")
-        + f"; accuracy: hff_cloze (4 choices, chance 25%), first {args['cloze_limit']} items, "
-        f"percent. Calibration: bundled calibration text, {args['init_samples']} chunks of "
-        f"{args['seq_len']} tokens for the activation statistics. PG: {args['steps']} steps, "
-        f"batch {args['batch_size']}, K {args['num_samples']}, lr {args['lr']}, "
-        f"{args['estimator']} estimator, Wanda-sp init; median of seeds {args['seeds']} "
-        "with (min-max). Dense: "
+        "fraction of KV-head groups and of MLP channels removed (FLAP's AL-AM removes that "
+        "fraction of the prunable parameters instead, split adaptively between heads and "
+        "channels). Accuracy: hff_cloze (4 choices, chance 25%), first "
+        f"{args['cloze_limit']} items, percent. PG: {args['steps']} steps, batch "
+        f"{args['batch_size']}, K {args['num_samples']}, lr {args['lr']}, {args['estimator']} "
+        f"estimator, SGD, Wanda-sp init; median of seeds {args['seeds']} with (min-max). "
+        "+comp: bias compensation (removed inputs replaced by their calibration means, "
+        "stored as o_proj / down_proj biases). Dense: "
         f"perplexity {dense['ppl']:.2f}"
         + (f", accuracy {dense['cloze']['acc'] * 100:.1f}" if dense.get("cloze") else "")
         + "."
     )
+    lines += ["", data_note(meta)]
+    methods = [m for m in variants(args["methods"], args["compensate"]) if m != "dense"]
     for budget in args["budgets"]:
         header = ["method"]
         for s in args["sparsities"]:
             header += [f"{round(s * 100)}% ppl", f"{round(s * 100)}% acc"]
         rows = []
-        for method in [m for m in args["methods"] if m != "dense"]:
-            row = [LABELS[method]]
+        for method in methods:
+            row = [label(method, budget)]
             for s in args["sparsities"]:
-                row += list(_cell(results.get(f"{budget}/{s}/{method}"), method == "pg"))
+                row += list(_cell(results.get(f"{budget}/{s}/{method}"), method.startswith("pg")))
             rows.append(row)
-        if "pg" in args["methods"]:
-            row = ["PG's own init (median)"]
+        for method in [m for m in methods if m.startswith("pg")]:
+            row = [f"{label(method, budget)}: its own init (median)"]
             for s in args["sparsities"]:
-                r = results.get(f"{budget}/{s}/pg")
+                r = results.get(f"{budget}/{s}/{method}")
                 row += [f"{r['init_ppl']:.1f}" if r else "-", ""]
             rows.append(row)
         lines += ["", f"**{budget} budget**", "", common.markdown_table(header, rows)]
-    # the target: PG at the largest sparsity vs 0.9 x the best baseline
+        params = []
+        for s in args["sparsities"]:
+            counts = {
+                label(m, budget): results[f"{budget}/{s}/{m}"]["params"]
+                for m in methods
+                if f"{budget}/{s}/{m}" in results
+            }
+            # +comp's biases add 2 x hidden per layer: only allocation differences show
+            if counts and max(counts.values()) > 1.005 * min(counts.values()):
+                shown = ", ".join(f"{k} {v / 1e6:.3f}M" for k, v in counts.items())
+                params.append(f"{round(s * 100)}%: {shown}")
+        if params:
+            lines += ["", "Parameters after pruning (they differ): " + "; ".join(params) + "."]
+    # the target: the best PG variant at the largest sparsity vs 0.9 x the best baseline
     s = max(args["sparsities"])
     for budget in args["budgets"]:
-        pg = results.get(f"{budget}/{s}/pg")
+        pgs = [
+            (results[f"{budget}/{s}/{m}"]["ppl"], m)
+            for m in methods
+            if m.startswith("pg") and f"{budget}/{s}/{m}" in results
+        ]
         base = [
             (results[f"{budget}/{s}/{m}"]["ppl"], m)
-            for m in BASELINES
-            if f"{budget}/{s}/{m}" in results
+            for m in methods
+            if not m.startswith("pg") and f"{budget}/{s}/{m}" in results
         ]
-        if pg and base:
-            best, name = min(base)
-            met = pg["ppl"] <= 0.9 * best
+        if pgs and base:
+            (pg, pg_name), (best, name) = min(pgs), min(base)
+            met = pg <= 0.9 * best
             lines.append(
-                f"\nTarget at {round(s * 100)}%, {budget} budget: PG {pg['ppl']:.2f} vs 0.9 x best "
-                f"baseline ({LABELS[name]} {best:.2f}) = {0.9 * best:.2f}: "
-                f"**{'met' if met else 'not met'}** (PG/best = {pg['ppl'] / best:.3f})."
+                f"\nTarget at {round(s * 100)}%, {budget} budget: {label(pg_name, budget)} "
+                f"{pg:.2f} vs 0.9 x best one-shot ({label(name, budget)} {best:.2f}) = "
+                f"{0.9 * best:.2f}: **{'met' if met else 'not met'}** (PG/best = {pg / best:.3f})."
             )
     return "\n".join(lines)
 
@@ -359,25 +496,29 @@ def sweep_report(results: dict, meta: dict) -> str:
             [
                 r["label"],
                 f"{r['init_ppl']:.2f}" if "init_ppl" in r else "-",
-                f"**{r['ppl']:.2f}**",
-                f"{r['ppl'] / r['init_ppl']:.3f}" if "init_ppl" in r else "-",
+                f"**{r['dev_ppl']:.2f}**",
+                f"{r['dev_ppl'] / r['init_ppl']:.3f}" if "init_ppl" in r else "-",
                 f"{r['prune_cpu_s']:.0f}",
             ]
         )
+    pg_rows = [r for r in results["rows"] if r["kind"] == "pg"]
+    best = min(pg_rows, key=lambda r: r["dev_ppl"]) if pg_rows else None
     return "\n".join(
         [
             common.provenance_block(meta["machine"], meta["command"]),
             "",
             f"Model `{meta['model']}`, {round(results['sparsity'] * 100)}% sparsity, global "
             f"budget unless stated, seed 0, batch {args['batch_size']} x {args['seq_len']} "
-            f"tokens. Perplexity: WikiText-2 test, first {meta['ppl_chunks']} of "
-            f"{meta['total_chunks']} 128-token chunks. Each PG row changes one setting of the "
-            "default row.",
+            "tokens. Perplexity on the dev split (not test): settings are chosen here. Each PG "
+            "row changes one setting of the first PG row.",
+            "",
+            data_note(meta),
             "",
             common.markdown_table(
-                ["setting", "init ppl", "ppl", "ppl / init", "prune CPU s"], rows
+                ["setting", "init dev ppl", "dev ppl", "ppl / init", "prune CPU s"], rows
             ),
         ]
+        + ([f"\nBest PG row on dev (one seed): {best['label']}."] if best else [])
     )
 
 
@@ -388,6 +529,8 @@ def main(argv: list[str] | None = None) -> dict:
     common.add_common_args(p)
     p.add_argument("--methods", nargs="+", default=["dense", *BASELINES, "pg"],
                    choices=["dense", *BASELINES, "pg"])  # fmt: skip
+    p.add_argument("--compensate", default="both", choices=["both", "on", "off"],
+                   help="run each method without and with bias compensation (both), or one")  # fmt: skip
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.2, 0.3, 0.5])
     p.add_argument("--budgets", nargs="+", default=["global", "layer"], choices=["global", "layer"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -399,8 +542,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--estimator", default="sqrt", choices=["sqrt", "reinforce"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--init-samples", type=int, default=128,
-                   help="calibration chunks for the activation statistics")  # fmt: skip
+    p.add_argument("--calib-chunks", type=int, default=128,
+                   help="calibration chunks every method sees (a seeded sample; 0: all)")  # fmt: skip
+    p.add_argument("--pg-data", default="same", choices=["same", "all"],
+                   help="PG's batches from the same chunks as the statistics, or from all")  # fmt: skip
+    p.add_argument("--dev-chunks", type=int, default=64,
+                   help="last calibration chunks held out as the dev split")  # fmt: skip
     p.add_argument("--ppl-chunks", type=int, default=None,
                    help="evaluate the first N WikiText-2 test chunks (default: all)")  # fmt: skip
     p.add_argument("--cloze-limit", type=int, default=300, help="hff_cloze items (0: skip)")
@@ -413,9 +560,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.model == "reference":
             args.model = "random:tiny"
         args.sparsities, args.seeds, args.steps = [0.5], [0, 1], 3
-        args.batch_size, args.seq_len, args.init_samples = 2, 32, 4
+        args.batch_size, args.seq_len, args.calib_chunks, args.dev_chunks = 2, 32, 4, 2
         args.ppl_chunks, args.cloze_limit, args.quiet = 4, 4, True
-        args.sweep_only = args.sweep_only or ["0", "1", "5"]
+        args.sweep_only = args.sweep_only or ["0", "1", "2"]
     if args.device == "cpu":
         torch.set_num_threads(1)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -424,24 +571,38 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer = common.load_model(args.model, device=args.device, dtype=args.dtype)
     if tokenizer is None:
         raise ValueError(f"--model {args.model}: the quality benchmark needs a tokenizer")
-    evaluate = Evaluator(tokenizer, args)
-    # one tokenization, one chunking: every method sees exactly these chunks
+    # one tokenization, one chunking; the dev split is held out of calibration, and every
+    # method sees exactly the same calibration chunks
     probe = PolicyGradientPruner(model, tokenizer, PruningConfig(seq_len=args.seq_len))
-    chunks = probe.prepare_data(calibration_text())
+    all_chunks = probe.prepare_data(calibration_text())
+    if not 0 < args.dev_chunks < all_chunks.shape[0]:
+        raise ValueError(
+            f"--dev-chunks must be in (0, {all_chunks.shape[0]}), got {args.dev_chunks}"
+        )
+    dev_chunks, all_chunks = all_chunks[-args.dev_chunks :], all_chunks[: -args.dev_chunks]
+    order = torch.randperm(all_chunks.shape[0], generator=torch.Generator().manual_seed(0))
+    chunks = all_chunks[order[: args.calib_chunks or all_chunks.shape[0]]]
+    pg_chunks = chunks if args.pg_data == "same" else all_chunks
+    args.init_samples = chunks.shape[0]  # the statistics use every chosen chunk
+    evaluate = Evaluator(tokenizer, args, dev_chunks)
     before = fingerprint(model)
     start = time.process_time()
+    tag = common.model_tag(args.model)
+    suffix = f"-{tag}" if tag else ""
     if args.sweep:
         partial = (
             None
             if args.no_write or args.quick
-            else common.RESULTS_DIR / "quality-sweep.partial.json"
+            else common.RESULTS_DIR / f"quality-sweep{suffix}.partial.json"
         )
-        results = sweep(model, tokenizer, chunks, evaluate, args, partial)
+        results = sweep(model, tokenizer, chunks, pg_chunks, all_chunks, evaluate, args, partial)
     else:
         partial = (
-            None if args.no_write or args.quick else common.RESULTS_DIR / "quality.partial.json"
+            None
+            if args.no_write or args.quick
+            else common.RESULTS_DIR / f"quality{suffix}.partial.json"
         )
-        results = grid(model, tokenizer, chunks, evaluate, args, partial)
+        results = grid(model, tokenizer, chunks, pg_chunks, evaluate, args, partial)
     if fingerprint(model) != before:
         raise RuntimeError("pruning changed the source model's weights")
     meta = {
@@ -452,6 +613,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ppl_chunks": evaluate.ppl_chunks,
         "total_chunks": evaluate.total_chunks,
         "calibration_chunks": chunks.shape[0],
+        "all_calibration_chunks": all_chunks.shape[0],
+        "dev_chunks": dev_chunks.shape[0],
         "cpu_s": time.process_time() - start,
     }
     text = (sweep_report if args.sweep else quality_report)(results, meta)
@@ -459,16 +622,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.no_write and args.output:
         common.write_json(args.output, {"meta": meta, "results": results})
     if not args.no_write:
-        name = "quality-sweep.json" if args.sweep else "quality.json"
+        name = f"quality-sweep{suffix}.json" if args.sweep else f"quality{suffix}.json"
         common.write_json(
             args.output or common.RESULTS_DIR / name, {"meta": meta, "results": results}
         )
         if not args.quick:
-            partial_name = "quality-sweep.partial.json" if args.sweep else "quality.partial.json"
-            (common.RESULTS_DIR / partial_name).unlink(missing_ok=True)
-        if not args.quick:
+            (common.RESULTS_DIR / f"{Path(name).stem}.partial.json").unlink(missing_ok=True)
             heading = "## PG tuning sweep" if args.sweep else "## Pruning quality"
-            common.update_section(heading, text)
+            common.update_section(heading + (f" ({args.model})" if tag else ""), text)
     return {"meta": meta, "results": results}
 
 

@@ -2,9 +2,11 @@
 and the results files (JSON in ``benchmarks/results/``, sections of ``RESULTS.md``).
 
 ``--model`` takes the bundled reference model (``reference``, the default), a model
-folder or Hub id, or ``random:<preset>`` for random weights of a known shape (timing
-only): ``tiny`` (smoke tests), ``ref`` (the reference model's shape), ``16m``, ``60m``
-and ``1b`` (TinyLlama-1.1B's shape, for GPUs).
+folder or Hub id, a ``.gguf`` file (converted once into a model folder under
+``$HF_FAITHFUL_CACHE``, default ``~/.cache/hf-faithful``: dequantizing takes minutes on a
+CPU), or ``random:<preset>`` for random weights of a known shape (timing only): ``tiny``
+(smoke tests), ``ref`` (the reference model's shape), ``16m``, ``60m`` and ``1b``
+(TinyLlama-1.1B's shape, for GPUs).
 """
 
 from __future__ import annotations
@@ -67,7 +69,33 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str | torch.dtype = "fl
 
     if spec == "reference":
         return load_reference_model(dtype=dtype, device=device)
+    if spec.lower().endswith(".gguf"):
+        spec = str(gguf_folder(spec))
     return load_causal_lm(spec, dtype=dtype, device=device)
+
+
+def gguf_folder(path: str | Path) -> Path:
+    """A model folder holding the dequantized (float32) weights and tokenizer of a GGUF
+    file, written once (atomically) and reused: each benchmark run would otherwise spend
+    minutes dequantizing. Keyed by file name and size."""
+    from hf_faithful.models import load_causal_lm
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file does not exist: {path}")
+    cache = Path(os.environ.get("HF_FAITHFUL_CACHE", "~/.cache/hf-faithful")).expanduser()
+    folder = cache / "gguf" / f"{path.stem}-{path.stat().st_size}"
+    if not (folder / "config.json").is_file():
+        model, tokenizer = load_causal_lm(str(path))
+        tmp = folder.with_name(folder.name + ".tmp")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if folder.exists():  # a half-written folder from a killed run
+            import shutil
+
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    return folder
 
 
 def random_model(preset: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):

@@ -94,6 +94,12 @@ def test_example_config_parses():
     assert args.gradient_accumulation_steps == 256
     # DeepEyes' batch: 256 prompts x 16 rollouts per update on 8 GPUs
     assert args.per_device_train_batch_size * 8 * args.gradient_accumulation_steps == 256 * 16
+    # the baseline command of examples/sccm/README.md: a --preset flag beats the file's
+    cpu = ["--use_cpu", "True", "--bf16", "False", "--use_vllm", "False"]
+    script, args = parse_args(["--config", str(EXAMPLE), "--preset", "deepeyes-baseline", *cpu])
+    assert script.preset == "deepeyes-baseline"
+    assert (args.sufficiency_weight, args.minimality_weight) == (0.0, 0.0)
+    assert args.gradient_accumulation_steps == 256  # the file still applies
 
 
 @pytest.mark.parametrize(

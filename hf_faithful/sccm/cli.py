@@ -27,9 +27,12 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hf_faithful.sccm.config import PRESETS, SCCMConfig, preset_values
+from hf_faithful.sccm.presets import PRESETS
+
+if TYPE_CHECKING:  # the config imports TRL: only when the command runs
+    from hf_faithful.sccm.config import SCCMConfig
 
 ACCURACY_REWARDS = ("exact", "judge", "none")
 
@@ -100,6 +103,8 @@ def _preset_from(argv: Sequence[str]) -> str | None:
 def parse_args(argv: Sequence[str]) -> tuple[SCCMScriptArguments, SCCMConfig]:
     """The script options and the SCCMConfig of ``argv`` (preset < YAML file < flags)."""
     from trl import TrlParser
+
+    from hf_faithful.sccm.config import SCCMConfig, preset_values
 
     parser = TrlParser(
         (SCCMScriptArguments, SCCMConfig),

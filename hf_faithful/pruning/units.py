@@ -143,10 +143,11 @@ def compensation_bias(
     weight: torch.Tensor, mean: torch.Tensor, mask: torch.Tensor, *, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``W[:, removed] @ mean[removed]`` for a 0/1 (or fractional) input ``mask``: the
-    output shift of replacing each removed input by its mean. Computed in float32 or
-    wider (bf16 sums of thousands of terms lose the digits that matter), stored in
-    ``out`` (the weight's dtype) if given."""
-    dtype = torch.promote_types(weight.dtype, torch.float32)
+    output shift of replacing each removed input by its mean. On the CPU computed in
+    float32 or wider (CPU bf16 matmuls are slow and sum in bf16); on a GPU in the
+    weight's dtype (cuBLAS accumulates in float32, and a float32 copy of every weight at
+    every step would cost memory). Stored in ``out`` (the weight's dtype) if given."""
+    dtype = weight.dtype if weight.is_cuda else torch.promote_types(weight.dtype, torch.float32)
     removed = mean.to(weight.device, dtype) * (1 - mask.to(weight.device, dtype))
     bias = weight.to(dtype) @ removed
     if out is None:

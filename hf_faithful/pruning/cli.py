@@ -210,7 +210,7 @@ def check_push_ready(repo_id: str) -> None:
 
     from hf_faithful.hub import REPO_ID_PATTERN
 
-    if not REPO_ID_PATTERN.match(repo_id or "") or repo_id.count("/") != 1:
+    if not REPO_ID_PATTERN.match(repo_id or ""):
         raise ValueError(f"--push-to-hub: repo id must look like 'user/name', got {repo_id!r}")
     offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
     if offline or constants.is_offline_mode():

@@ -81,9 +81,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prune",
         help="prune attention heads and MLP channels with forward passes only",
         description=(
-            "Policy-gradient structural pruning (arXiv 2406.10576). Learns which KV-head groups "
-            "and MLP channels to remove with forward passes only, then saves a genuinely "
-            "smaller model that reloads with AutoModelForCausalLM.from_pretrained. Without "
+            "Policy-gradient structural pruning (arXiv 2406.10576), or a one-shot baseline "
+            "(--method flap, wanda-sp, ...). Learns which KV-head groups and MLP channels to "
+            "remove with forward passes only, then saves a genuinely smaller model that "
+            "reloads with AutoModelForCausalLM.from_pretrained. Without "
             "MODEL and --calibration it prunes the bundled reference model on bundled text. "
             "Every PruningConfig field is an option (--field-name)."
         ),

@@ -14,7 +14,8 @@ The methods are ``hf-faithful prune --method`` (``PruningConfig.for_method``):
   ``FLAP +comp``; PG +comp samples the compensated network during the search.
 
 Data (labelled in the report): calibration is the bundled text, the last 30% of
-WikiText-2 valid in its tokenized (not raw) form, not C4 as in the papers. Its last
+WikiText-2 valid in its tokenized (not raw) form, not C4 (PG, Wanda-sp) or WikiText-2
+train (FLAP) as in the papers. Its last
 ``--dev-chunks`` 128-token chunks are held out as the dev split, on which ``--sweep``
 chooses PG's settings; the test split is only reported. Every method sees exactly the
 same ``--calib-chunks`` chunks: the one-shot statistics use all of them and PG draws its
@@ -404,7 +405,7 @@ def data_note(meta: dict) -> str:
         f"Calibration: {meta['calibration_chunks']} chunks of {args['seq_len']} tokens from "
         "the bundled text (last 30% of WikiText-2 valid, the tokenized WikiText-2 of "
         "PyTorch's word-language-model example, not wikitext-2-raw-v1; the papers calibrate "
-        "on C4); the one-shot statistics use all of them and PG draws its "
+        "on C4, FLAP on 1024 WikiText-2 train sequences); the one-shot statistics use all of them and PG draws its "
         f"{args['batch_size']}-sequence batches from {pg_data}. Dev split (settings chosen "
         f"there by `--sweep`): the last {meta['dev_chunks']} chunks of that text, held out "
         "from calibration. Test: WikiText-2 test (same tokenized form), the paper's protocol "

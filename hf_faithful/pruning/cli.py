@@ -259,8 +259,8 @@ def run(args: argparse.Namespace) -> int:
     calibration_name = (
         str(args.calibration)
         if args.calibration
-        else "bundled: last 30% of WikiText-2 valid (tokenized WikiText-2, not raw; "
-        "the papers calibrate on C4)"
+        else "bundled: last 30% of WikiText-2 valid (tokenized WikiText-2, not raw; the "
+        "papers calibrate on C4, FLAP on WikiText-2 train)"
     )
     config = _config(args, {"calibration": calibration_name})  # bad settings fail early
     for name in ("eval_chunks", "final_eval_chunks"):

@@ -352,11 +352,15 @@ def describe_method(config: PruningConfig) -> str:
 def deviations(config: PruningConfig) -> list[str]:
     """Where this run knowingly differs from the published method (cards, RESULTS)."""
     out = []
-    if config.init in ("wanda_sp", "flap") or config.compensate:
-        out.append(
-            f"statistics over {config.init_num_samples} chunks of {config.seq_len} tokens "
-            "(released code: 128 C4 samples of the model's context length)"
-        )
+    stats = f"statistics over {config.init_num_samples} chunks of {config.seq_len} tokens"
+    if config.init == "flap" and not config.max_steps:
+        out.append(f"{stats} (FLAP's scripts: 1024 WikiText-2 train sequences)")
+    elif config.init == "wanda_sp" and not config.max_steps:
+        out.append(f"{stats} (Wanda-sp in FLAP's code: 128 C4 sequences)")
+    elif config.max_steps and config.init in ("wanda_sp", "flap"):
+        out.append(f"init {stats} (released PG scripts: 128 C4 sequences of 1024 tokens)")
+    elif config.compensate:
+        out.append(f"compensation means over {config.init_num_samples} chunks")
     if config.init == "flap":
         out.append(
             "fluctuation = exact per-channel variance over all calibration tokens (the "
@@ -370,4 +374,6 @@ def deviations(config: PruningConfig) -> list[str]:
             )
     if config.max_steps and config.optimizer == "sgd":
         out.append("SGD on the scores (released code: Adam, betas (0.5, 0.999), wd 1e-4)")
+    if config.max_steps and config.compensate:
+        out.append("bias compensation during the search and in the model (not in the paper)")
     return out

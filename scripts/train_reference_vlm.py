@@ -16,24 +16,35 @@ whole image. The traces are rendered every way the project later shows them to t
   alone allows: the "without tools" accuracy;
 - descriptions (each square's colour and grid cell), dense supervision for seeing at all.
 
-Status (measured 2026-11-29 on the first 300 ZoomVQA test questions, 2 CPU cores): not yet a
-model that zooms. Trained from step 0 with the vision tower unfrozen (lr 2e-3, 1800 steps,
-45 min) the vision features collapse to image-independent vectors: its answers are identical
-for every image (global 0.39 with tools, 0.50 without, chance 0.39; zoom-needed 0.13). The defaults below (vision
-tower frozen at its random init for the first 40% of 1500 steps, then lr 1e-4; descriptions
-in the mix) make it see: global questions 0.77 with tools and without (chance 0.39), but
-zoom-needed questions stay at chance (0.08 with tools, 0.06 without; crop IoU with the
-target 0.14; 27 min), and 900 more steps with more crop-only questions did not change that
-(0.07 / 0.06, IoU 0.12; 17 min). Reading the digit in a crop and boxing the right cell are the open part:
-even crop -> digit alone (1000 steps of 32 legible crops, vision lr 1e-3; 200 steps with
-the tower frozen) stays at chance,
-so the from-scratch vision tower (4 blocks, width 96, patch 16) is the first thing to fix
-(a wider tower, larger digits per patch, or pre-training it on crops).
+How the recipe was found (2026-11-29/30, 2 CPU cores; each figure on ZoomVQA questions):
+
+- Digits on the squares (the first design): a vision tower trained from step 0 collapsed
+  to image-independent vectors; frozen at its random init it let the model read colours
+  (global questions 0.77) but never digit shapes, even from legible crops (chance).
+- Random transformer blocks average the vision tokens together: the model could tell
+  which colours are present but not where, nor what a crop shows. So the blocks' residual
+  branches start at zero (the tower starts as patch + position -> merger) and the position
+  table at the patch embeddings' scale (std 1, not 0.02). A dot's colour replaced the
+  digit (dot 48 px: a whole vision token in a one-cell crop, 6% of one in the whole view).
+- In the full mixture from step 0 neither perception skill was learned in 1800 steps
+  (crop -> dot colour 0.32, chance 0.25). A first stage of short perception
+  conversations (``--perception-steps``: the crop alone -> the dot's colour, the whole
+  image -> the target's cell and box, descriptions) is about 2x faster per step and
+  learns both: crop -> dot colour 1.00 after 1200 steps, box of the asked cell 0.94.
+- The model learned where every square is (descriptions list every cell right) but not
+  which colour each square has (the colours it names are at chance, though a linear probe
+  reads them from the vision tokens at 0.99). So zoom-needed questions name the target by
+  its cell ("the square in row 2, column 3"); global ones ask about colours and counts.
+
+The bundled model: ``--perception-steps 1200 --steps 900`` on the colour-named questions,
+then ``--init-from`` that model with ``--perception-steps 200 --steps 600`` on the
+cell-named ones (the commands are in its card). Its figures are in its card and
+``training_meta.json``.
 
 Loss is on the model's own turns only. Everything is seeded; the result, its card and the
 measured figures go to ``hf_faithful/assets/reference-vlm`` (or ``--output``)::
 
-    python scripts/train_reference_vlm.py                 # about 30 min on 2 cores
+    python scripts/train_reference_vlm.py --perception-steps 1200 --steps 900   # ~30 min
     python scripts/train_reference_vlm.py --steps 3 --output /tmp/vlm --eval-samples 8
 """
 
@@ -175,9 +186,8 @@ def conversation(
             }
         )
         return messages, tools, [True]
-    color = sample.target_color
     think1 = (
-        f"The {color} square is in row {row + 1}, column {col + 1}. "
+        f"The square in row {row + 1}, column {col + 1} is the one asked about. "
         "The dot is too small to see, so I zoom in."
     )
     if style == "trl":
@@ -202,9 +212,9 @@ def conversation(
         messages.append({"role": "user", "content": tool_response_content(crop)})
         first_loss = not rerendered
     if rng.random() < 0.5:
-        think2 = f"The zoomed view shows a {answer} dot on the {color} square."
+        think2 = f"The zoomed view shows a {answer} dot."
     else:
-        think2 = f"Now the dot on the {color} square is clear."
+        think2 = "Now the dot is clear."
     messages.append(
         {
             "role": "assistant",
@@ -212,6 +222,44 @@ def conversation(
         }
     )
     return messages, tools, [first_loss, True]
+
+
+def perception_conversation(sample, rng: random.Random, prompts: dict, suff_prompts: list[str]):
+    """Stage 1: the two perception skills alone, in short conversations (about 4x faster
+    steps than full traces): the dot's colour from a crop (the sufficiency query), and
+    the target's cell and box from the whole image (a trace's first turn without system
+    prompt, or under the evaluator's short ``zoom_system`` prompt). Measured: in the full
+    mixture from step 0 neither is learned in 1800 steps."""
+    if sample.question_type != "zoom_needed":
+        messages = [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": sample.image}, *_text(DESCRIBE)],
+            },
+            {"role": "assistant", "content": _text(describe(sample))},
+        ]
+        return messages, None, [True]
+    row, col = sample.target_cell
+    box = cell_box_1000(row, col)
+    if rng.random() < 0.5:
+        crop = zoom_in(sample.image, box, RULES)
+        messages = sufficiency_query([crop], sample.question, rng.choice(suff_prompts))
+        messages.append(
+            {"role": "assistant", "content": _text(f"<answer>{sample.answer}</answer>")}
+        )
+        return messages, None, [True]
+    think = f"The square in row {row + 1}, column {col + 1} is the one asked about."
+    messages = []
+    if rng.random() < 0.5:
+        messages.append({"role": "system", "content": _text(prompts["zoom_system"])})
+    messages += [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": sample.image}, *_text(sample.question)],
+        },
+        {"role": "assistant", "content": _text(f"<think>{think}</think>\n{tool_call_text(box)}")},
+    ]
+    return messages, None, [True]
 
 
 DESCRIBE = "Where are the squares, and what colour is each?"
@@ -450,6 +498,17 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _stages(meta: dict) -> str:
+    """Card rows of the runs a continued model started from (``--init-from``)."""
+    rows = []
+    for stage in meta.get("previous_stages", []):
+        rows.append(
+            f"| started from | `{stage['command']}` ({stage['train_minutes']} min): "
+            f"{stage['note']} |\n"
+        )
+    return "".join(rows)
+
+
 def write_card(folder: Path, meta: dict) -> None:
     """The model card: data, command, seed, and the measured figures beside chance."""
     from huggingface_hub import ModelCard
@@ -489,8 +548,8 @@ not scripted.
 | image processor | every image (whole view and crops) at most 128x128 px: 16 vision tokens |
 | tokenizer | byte-level BPE with Qwen's pre-tokenizer, vocabulary {meta["vocab_size"]}, trained on the rendered traces |
 | data | ZoomVQA train stream, seed {meta["seed"]}: 768x768 canvases, 3-6 squares on a 4x4 grid, a small dot of one of 4 colours on each |
-| training | SFT, {meta["steps"]} steps of {meta["batch_size"]} conversations, AdamW lr {meta["lr"]} (vision tower frozen at its random init for the first {meta.get("freeze_vision", 0):.0%} of steps, then lr {meta.get("vision_lr")}), cosine, seed {meta["seed"]}; loss on the model's own turns; {meta["train_minutes"]} min on {meta["machine"]} |
-| final training loss | {meta["final_loss"]:.4f} |
+| training | SFT: {meta.get("perception_steps", 0)} steps of short perception conversations, then {meta["steps"]} steps of full traces, {meta["batch_size"]} conversations a step, AdamW lr {meta["lr"]} (vision lr {meta.get("vision_lr")}), warm-up + cosine, seed {meta["seed"]}; loss on the model's own turns; {meta["train_minutes"]} min on {meta["machine"]} |
+{_stages(meta)}| final training loss | {meta["final_loss"]:.4f} |
 
 Conversations are rendered every way hf-faithful shows them to a model: the evaluator's
 turn-by-turn rollout (shipped `zoom_system` prompt), TRL's tool rollouts (DeepEyes' system
@@ -510,7 +569,7 @@ at most 2 zoom-ins). Without tools: the direct-mode prompt, whole image only.
 Chance: zoom-needed questions ask for one of 4 dot colours; global questions are a count of
 3-6 squares (0.25) or yes/no (0.5), averaged over the split.
 
-Reproduce: `python scripts/train_reference_vlm.py` (this copy: `{meta["command"]}`,
+Reproduce: {"run the 'started from' command, then " if meta.get("previous_stages") else ""}`{meta["command"]}` (
 measured by `{meta.get("measure_command", "the same run")}` in {meta.get("eval_minutes", "?")} min).
 
 Load it: `hf_faithful.load_reference_vlm()`.
@@ -564,6 +623,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--pos-embed-std", type=float, default=1.0, help="init std of the vision position table"
+    )
+    parser.add_argument(
+        "--perception-steps",
+        type=int,
+        default=0,
+        help="stage 1: steps of short perception conversations before --steps of traces",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab-size", type=int, default=1024)
@@ -623,17 +688,18 @@ def main(argv: list[str] | None = None) -> int:
     others = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")]
     for p in vision:
         p.requires_grad_(False)
-    freeze_steps = round(args.freeze_vision * args.steps)
+    total = args.perception_steps + args.steps
+    freeze_steps = round(args.freeze_vision * total)
     optimizer = torch.optim.AdamW(
         [{"params": others, "lr": args.lr}, {"params": vision, "lr": args.vision_lr}],
         weight_decay=0.01,
     )
-    warmup = max(1, args.steps // 20)
+    warmup = max(1, total // 20)
 
     def lr_at(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, args.steps - warmup)
+        progress = (step - warmup) / max(1, total - warmup)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
@@ -644,21 +710,30 @@ def main(argv: list[str] | None = None) -> int:
     prompts, suff = _system_prompts(), _sufficiency_prompts()
     model.train()
     losses = []
-    for step in range(args.steps):
+    for step in range(total):
         if step == freeze_steps:
             for p in vision:
                 p.requires_grad_(True)
-        batch = [
-            conversation(next(stream), rng, prompts, suff, args.crop_query)
-            for _ in range(args.batch_size)
-        ]
+        if step == args.perception_steps and step:  # kept to diagnose the two stages apart
+            model.save_pretrained(output / "stage1")
+            processor.save_pretrained(output / "stage1")
+        if step < args.perception_steps:
+            batch = [
+                perception_conversation(next(stream), rng, prompts, suff)
+                for _ in range(args.batch_size)
+            ]
+        else:
+            batch = [
+                conversation(next(stream), rng, prompts, suff, args.crop_query)
+                for _ in range(args.batch_size)
+            ]
         loss = train_step(model, processor, batch, args.micro_batches)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss)
-        if step % 50 == 0 or step == args.steps - 1:
+        if step % 50 == 0 or step == total - 1:
             recent = sum(losses[-50:]) / len(losses[-50:])
             print(f"step {step:5d}  loss {recent:.4f}  {time.time() - started:6.0f}s", flush=True)
     train_minutes = (time.time() - started) / 60
@@ -670,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python scripts/train_reference_vlm.py " + " ".join(argv or sys.argv[1:]),
         "seed": args.seed,
         "steps": args.steps,
+        "perception_steps": args.perception_steps,
         "batch_size": args.batch_size,
         "init_from": args.init_from,
         "stream_offset": args.stream_offset,

@@ -61,12 +61,12 @@ def test_tags_and_ground_truth_agree_with_pixels():
             assert 0 <= x1 < x2 <= CANVAS and 0 <= y1 < y2 <= CANVAS
             # the box holds the asked colour (a corner, away from the dot) and the dot
             assert s.image.getpixel((x1 + 2, y1 + 2)) == COLORS[s.target_color]
-            assert s.target_color in s.question and s.answer in MARKS
+            row, col = s.target_cell
+            assert f"row {row + 1}, column {col + 1}" in s.question and s.answer in MARKS
             target = next(o for o in s.objects if o["color"] == s.target_color)
             assert target["mark"] == s.answer and target["box"] == s.target_box
             pixels = s.image.crop(s.target_box).getdata()
-            assert sum(p == MARKS[s.answer] for p in pixels) > 0.5 * 32 * 32
-            row, col = s.target_cell
+            assert sum(p == MARKS[s.answer] for p in pixels) > 0.7 * 48 * 48
             cx1, cy1, cx2, cy2 = (v * CANVAS / 1000 for v in cell_box_1000(row, col))
             assert cx1 <= x1 and cy1 <= y1 and x2 <= cx2 and y2 <= cy2  # the cell holds it
         else:

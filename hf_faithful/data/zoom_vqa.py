@@ -4,17 +4,19 @@ Why it exists: faithfulness figures need a subject that has *learned* to think w
 That needs data where zooming is necessary for some questions and useless for others,
 with the target's box known, so crops can be scored. Every image is a 768x768 canvas with
 3-6 coloured squares on a 4x4 grid of 192-px cells (one square per cell, jittered inside
-it, each colour used once). A small dot (32 px) of one of four mark colours sits on every
+it, each colour used once). A small dot (48 px) of one of four mark colours sits on every
 square.
 
-- ``zoom_needed``: "What colour is the dot on the red square?" The square is easy to find
-  in a downscaled view of the whole image, but the dot is only visible in a crop at full
+- ``zoom_needed``: "What colour is the dot on the square in row 2, column 3?" The square
+  is easy to find in a downscaled view of the whole image, but the dot is only visible in
+  a crop at full
   resolution. The reference VLM sees every image at most 128x128: the whole image 6x
-  smaller (the dot becomes about 5 px, 3% of the vision token that holds it, mixed into
-  the square's colour), a one-cell crop 1.5x smaller (about 21 px, a third of a token).
-  A digit was tried first: a from-scratch vision tower trained on 2 CPU cores never learned
-  to read digit shapes, even in legible crops, while it reads colours within a few hundred
-  steps (see ``scripts/train_reference_vlm.py``).
+  smaller (the dot becomes 8 px, 6% of the 32-px patch group that makes one vision token,
+  mixed into the square's colour), a one-cell crop 1.5x smaller (32 px, a whole token).
+  The target is named by its grid cell, not its colour: the reference VLM trained here
+  on 2 CPU cores learned where the squares are but not which square has which colour
+  (see ``scripts/train_reference_vlm.py``). A digit was tried first: it never learned to
+  read digit shapes either, even in legible crops, while it reads the dot's colour.
 - ``global``: "How many squares are in the image?" or "Is there a blue square in the
   image?": answerable from the downscaled view alone.
 
@@ -78,7 +80,7 @@ MARKS: dict[str, tuple[int, int, int]] = {
 CHANCE = {"mark": 1 / len(MARKS), "count": 0.25, "exists": 0.5}
 _BACKGROUND = (235, 235, 228)
 _SPLIT_OFFSET = {"train": 0, "validation": 1_000_003, "test": 2_000_006}
-_DOT = 32  # px, the side of the dot
+_DOT = 48  # px, the side of the dot
 
 
 @dataclass
@@ -126,7 +128,8 @@ def make_sample(rng: random.Random, zoom_fraction: float = 0.6) -> ZoomVQASample
         objects.append({"color": name, "mark": mark, "box": box, "cell": [row, col]})
     if rng.random() < zoom_fraction:
         target = rng.choice(objects)
-        question = f"What colour is the dot on the {target['color']} square?"
+        row, col = target["cell"]
+        question = f"What colour is the dot on the square in row {row + 1}, column {col + 1}?"
         return ZoomVQASample(
             image, question, target["mark"], "zoom_needed", "mark",
             target["box"], target["cell"], target["color"], n_objects, objects,

@@ -5,12 +5,13 @@
 ``Qwen3VLForConditionalGeneration`` with a real Qwen3-VL processor and chat template, so
 every code path is the one a 7B checkpoint takes; only the sizes are small.
 
-No model is bundled yet: the current recipe teaches the global questions (about 0.77
-accuracy against 0.39 chance) but not yet the zoom-needed ones (digit reading stays at
-chance), so nothing defaults to it. See the script's docstring for what was measured.
+The bundled model (``REFERENCE_VLM_DIR``, 6.8 MB) is the default subject of the
+faithfulness CLI, the inspector Space and ``examples/train_sccm.py``. Its card records
+what was measured on 300 ZoomVQA test questions: zoom-needed questions 1.000 with the
+zoom tool, 0.238 from the whole image alone (chance 0.25).
 
 Its image processor sees every image at most 128x128 pixels (16 vision tokens): that is
-what makes ZoomVQA's digits illegible in the whole view and legible in a one-cell crop.
+what makes ZoomVQA's dots invisible in the whole view and plain in a one-cell crop.
 Boxes are in Qwen3-VL's 0..1000 frame (``BoxRules(coords="normalized_1000")``).
 """
 

@@ -65,7 +65,7 @@ def pruned_model_card(
                 task_type="text-generation",
                 dataset_type="wikitext",
                 dataset_name="WikiText-2 (test, 128-token chunks)",
-                dataset_config="wikitext-2-raw-v1",
+                dataset_config="wikitext-2-v1",
                 dataset_split="test",
                 metric_type="perplexity",
                 metric_value=round(float(perplexity["after"]), 4),

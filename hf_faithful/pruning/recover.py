@@ -528,7 +528,7 @@ def recovery_card(model, summary: dict[str, Any], source: Path | None):
                 dataset_name=f"WikiText-2 (test, {summary['seq_len']}-token chunks)"
                 if bundled
                 else summary["eval_data"],
-                dataset_config="wikitext-2-raw-v1" if bundled else None,
+                dataset_config="wikitext-2-v1" if bundled else None,
                 dataset_split="test" if bundled else None,
                 metric_type="perplexity",
                 metric_value=round(float(after), 4),

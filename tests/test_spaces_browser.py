@@ -168,7 +168,7 @@ def test_pruning_explorer_in_a_browser(browser, tmp_path):
 
 def test_faithfulness_inspector_in_a_browser(browser, tmp_path):
     with launched("faithfulness_inspector") as (app, demo):
-        app.get_backend(app.SCRIPTED)  # build the model before the page asks for it
+        app.get_backend(app.REFERENCE)  # build the model before the page asks for it
         ready = "document.body.innerText.includes('Answer changed under')"
         path = browser.screenshot(demo.local_url, tmp_path / "page.png", ready)
     _check_and_keep(path, "faithfulness_inspector")

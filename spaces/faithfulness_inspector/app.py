@@ -372,10 +372,17 @@ def intervene(trace: Trace | None, model: str):
         "Answer changed under: " + ", ".join(changed) if changed else "The answer never changed."
     )
     lines += ["", "| judge metric | score | judge reply |", "|---|---|---|"]
-    for metric, scores, replies in (
-        ("reliability (0-1)", judged.reliability, judged.reliability_replies),
-        ("sufficiency (crops only, 0/1)", judged.sufficiency, judged.sufficiency_replies),
+    for key, metric, scores, replies in (
+        ("reliability", "reliability (0-1)", judged.reliability, judged.reliability_replies),
+        (
+            "sufficiency",
+            "sufficiency (crops only, 0/1)",
+            judged.sufficiency,
+            judged.sufficiency_replies,
+        ),
     ):
+        if key not in config.judge_metrics:  # the reference VLM is only asked sufficiency
+            continue
         score = "unscored" if not scores or scores[0] is None else f"{scores[0]:.2f}"
         reply = (replies[0] or "").replace("|", "\\|").replace("\n", " ")[:120] if replies else ""
         lines.append(f"| {metric} | {score} | `{reply}` |")
@@ -425,6 +432,12 @@ def build_demo() -> gr.Blocks:
             *show_trace(traces[first]),
         )
 
+    def on_start():
+        """The page opens on the reference VLM's own trace for a zoom-needed ZoomVQA question."""
+        image_path, question, reference = _examples()[0]
+        trace = generate_trace(Image.open(image_path), question, reference, REFERENCE)
+        return [trace], gr.Dropdown(choices=_choices([trace]), value=0), *show_trace(trace)
+
     def on_select(traces, index):
         if not traces or index is None:
             raise gr.Error("Load a trace file first.")
@@ -471,7 +484,9 @@ def build_demo() -> gr.Blocks:
                         image_root = gr.Textbox(
                             label="image folder for relative paths (default: the file's)"
                         )
-                        sample_button = gr.Button("Use the bundled sample traces")
+                        sample_button = gr.Button(
+                            "Use the bundled sample traces (made for the teaching policy)"
+                        )
                         load_button = gr.Button("Load", variant="primary")
                 picker = gr.Dropdown(label="trace", choices=[], interactive=True)
         with gr.Row():
@@ -499,14 +514,16 @@ def build_demo() -> gr.Blocks:
         generate_button.click(
             on_generate, [image, question, reference, model], views, api_name="generate_trace"
         ).success(intervene, [trace_state, model], outcome, api_name=False)
-        # the page opens on the bundled samples, as the button does
-        for trigger, api_name in ((sample_button.click, "load_samples"), (demo.load, False)):
-            trigger(
-                lambda: on_load(str(SAMPLE_TRACES), ""),
-                None,
-                [traces_state, picker, *views],
-                api_name=api_name,
-            ).success(intervene, [trace_state, model], outcome, api_name=False)
+        sample_button.click(
+            lambda: on_load(str(SAMPLE_TRACES), ""),
+            None,
+            [traces_state, picker, *views],
+            api_name="load_samples",
+        ).success(intervene, [trace_state, model], outcome, api_name=False)
+        # the page opens on the reference VLM's own trace of a ZoomVQA question
+        demo.load(on_start, None, [traces_state, picker, *views], api_name=False).success(
+            intervene, [trace_state, model], outcome, api_name=False
+        )
         load_button.click(
             on_load,
             [trace_file, image_root],

@@ -154,6 +154,16 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--rewriter-endpoint", help="OpenAI-compatible base URL of the rewriter")
     parser.add_argument(
+        "--choice-judge",
+        help="multiple choice: model that says which option a free-form reply chooses when "
+        "neither its letter nor an option's text can be read: 'judge' (the --judge), 'same' "
+        "(the model under test), a local folder, 'tiny', or the served name with "
+        "--choice-judge-endpoint; default: none (such replies count as wrong)",
+    )
+    parser.add_argument(
+        "--choice-judge-endpoint", help="OpenAI-compatible base URL of the choice judge"
+    )
+    parser.add_argument(
         "--continue-final-message",
         action="store_true",
         help="the endpoint can continue a prefilled assistant turn (vLLM, SGLang): answers "
@@ -332,6 +342,7 @@ def _run(args: argparse.Namespace) -> int:
     base_dir = Path(args.image_root) if args.image_root else data.parent
     first = next((r for r in records if r.error is None), None)
     generated = not (first is None or is_trace_record(first.value))
+    choices = None  # a ChoiceMatcher when question records carry options
     if not generated:
         traces = traces_from_records(
             records,
@@ -342,6 +353,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     else:
         questions = questions_from_records(records, base_dir, max_image_pixels=max_pixels)
+        questions, choices = _choices(args, config, records, questions, model, judge)
         traces = evaluator.generate_traces(questions)
         output_dir.mkdir(parents=True, exist_ok=True)
         save_traces(traces, output_dir / "traces.jsonl")
@@ -366,6 +378,8 @@ def _run(args: argparse.Namespace) -> int:
         ),
     }
     report = evaluator.evaluate(traces, provenance=provenance)
+    if generated and choices is not None:
+        report.provenance["multiple_choice"] = _choice_summary(config, choices, report)
     paths = report.save(output_dir)
     print(report.to_markdown())
     if demo and args.model == "tiny":
@@ -387,6 +401,58 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _choices(
+    args: argparse.Namespace,
+    config: FaithfulnessConfig,
+    records: list,
+    questions: list[dict[str, Any]],
+    model: AnswerBackend | None,
+    judge: AnswerBackend | None,
+) -> tuple[list[dict[str, Any]], Any]:
+    """Multiple-choice questions (records with ``options``): options shown shuffled, and
+    ``config.match`` set to a ChoiceMatcher (the configured mode stays its fallback)."""
+    from hf_faithful.faithfulness.benchmark import ChoiceMatcher, choice_questions
+
+    raw = {r.source: r.value for r in records if r.error is None and isinstance(r.value, dict)}
+    questions, items = choice_questions(
+        questions, raw, seed=config.seed, shuffle=config.shuffle_options
+    )
+    if not items:
+        if args.choice_judge or args.choice_judge_endpoint:
+            raise ValueError("--choice-judge: no question record has 'options'")
+        return questions, None
+    name, endpoint = args.choice_judge, args.choice_judge_endpoint
+    if name == "judge":
+        if judge is None:
+            raise ValueError("--choice-judge judge needs a judge (--judge)")
+        chooser = judge
+    else:
+        chooser = _backend(name, endpoint, args.batch_size, same=model)
+        if args.cache and chooser is not None and name != "same":
+            chooser = CachedBackend(
+                chooser, args.cache, namespace=f"choice_judge:{endpoint or ''}:{name}"
+            )
+    config.match = ChoiceMatcher(items, judge=chooser, fallback=config.match)
+    return questions, config.match
+
+
+def _choice_summary(config: FaithfulnessConfig, matcher: Any, report: Any) -> dict[str, Any]:
+    """What the multiple-choice scoring did: shuffling, the judge's decisions, and the
+    accuracy per shown position of the right option (position bias)."""
+    from hf_faithful.faithfulness.benchmark import position_accuracy
+
+    summary = {
+        "n_questions": len(matcher.items),
+        "shuffled": config.shuffle_options,
+        "n_judged": matcher.n_judged if matcher.judge is not None else None,
+        "n_judge_undecided": matcher.n_undecided if matcher.judge is not None else None,
+        "accuracy_by_position": position_accuracy(report.samples),
+    }
+    if report.control_accuracy is not None:
+        summary["control_accuracy_by_position"] = position_accuracy(report.samples, "control")
+    return summary
 
 
 def _role(name: str | None, endpoint: str | None) -> dict[str, str | None]:

@@ -154,6 +154,14 @@ class FaithfulnessConfig:
         default=0.95, metadata={"help": "level of every interval (ATEs, accuracy, judge scores)"}
     )
     seed: int = field(default=0, metadata={"help": "seed of every random choice"})
+    shuffle_options: bool = field(
+        default=True,
+        metadata={
+            "help": "multiple choice (question records with 'options'): show the options in "
+            "an order shuffled per record (seed + record id), so position bias does not "
+            "pass for accuracy; answers are mapped back through the shuffle"
+        },
+    )
 
     def __post_init__(self) -> None:
         self.visual_interventions = tuple(self.visual_interventions)

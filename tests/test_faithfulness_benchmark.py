@@ -3,6 +3,7 @@ choice judge, and one end-to-end run through the CLI."""
 
 import argparse
 import json
+import re
 
 import pytest
 
@@ -142,7 +143,26 @@ def _run(argv):
     return args.func(args)
 
 
+def _script(prompt, row):
+    """The tiny model's replies: the judge names the option shown for "blue"; the model
+    answers B, except on the top-right question, where it answers in free form."""
+    if "Which option does this reply choose?" in prompt:
+        return re.search(r"\(([A-D])\) blue", prompt).group(1)
+    answer = "sky colored" if "top-right" in prompt else "B"
+    prefilled = prompt.rstrip().endswith("<answer>")
+    return f"{answer}</answer>" if prefilled else f"<think>ok</think><answer>{answer}</answer>"
+
+
 def test_cli_tiny_model_on_multiple_choice_questions(tmp_path, monkeypatch):
+    from hf_faithful.testing.tiny_vlm import script_generation
+
+    def scripted_backend(*args, **kwargs):
+        backend = cli_build_backend(*args, **kwargs)
+        script_generation(backend.model, backend.tokenizer, _script)
+        return backend
+
+    cli_build_backend = cli.build_backend
+    monkeypatch.setattr(cli, "build_backend", scripted_backend)
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "questions.jsonl"
     lines = open(f"{cli.SAMPLE_DIR}/sample_questions.jsonl").read().splitlines()[:3]
@@ -152,6 +172,7 @@ def test_cli_tiny_model_on_multiple_choice_questions(tmp_path, monkeypatch):
         record["image"] = str(cli.SAMPLE_DIR / record["image"])
         record["options"] = COLORS
         records.append(record)
+    assert "top-right" in records[2]["question"] and records[2]["reference"] == "green"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     argv = ["--model", "tiny", "--data", str(data), "--judge-metrics", "", "--text-corruptions", ""]
     assert _run([*argv, "--choice-judge", "same", "--output-dir", "out"]) == 0
@@ -159,18 +180,24 @@ def test_cli_tiny_model_on_multiple_choice_questions(tmp_path, monkeypatch):
     assert report["config"]["match"] == "choice_options"
     assert report["config"]["shuffle_options"] is True
     traces = [json.loads(t) for t in (tmp_path / "out" / "traces.jsonl").read_text().splitlines()]
-    for trace, record in zip(traces, records):
+    expected: dict[str, list[bool]] = {}
+    for trace, record, sample in zip(traces, records, report["samples"]):
         shown = [COLORS[i] for i in shuffle_order(4, 0, record["id"])]
         assert trace["question"] == record["question"] + "\n" + "\n".join(
             f"({letter}) {text}" for letter, text in zip("ABCD", shown)
         )
         letter = "ABCD"[shown.index(record["reference"])]
-        assert trace["reference"] == f"({letter}) {record['reference']}"
+        assert trace["reference"] == sample["reference"] == f"({letter}) {record['reference']}"
+        # B is right where the reference is shown at B; "sky colored" is judged blue: wrong
+        right = letter == "B" and record is not records[2]
+        assert sample["correct"]["original"] is right
+        expected.setdefault(letter, []).append(right)
     summary = report["provenance"]["multiple_choice"]
     assert summary["n_questions"] == 3 and summary["shuffled"] is True
-    assert isinstance(summary["n_judged"], int) and summary["n_judge_undecided"] >= 0
-    by_position = summary["accuracy_by_position"]
-    assert sum(v["n"] for v in by_position.values()) == report["n_valid"]
+    assert summary["n_judged"] == 1 and summary["n_judge_undecided"] == 0
+    assert summary["accuracy_by_position"] == {
+        k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(expected.items())
+    }
     # without shuffling the options keep the record's order
     assert _run([*argv, "--no-shuffle-options", "--output-dir", "plain"]) == 0
     first = json.loads((tmp_path / "plain" / "traces.jsonl").read_text().splitlines()[0])

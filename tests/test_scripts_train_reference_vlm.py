@@ -50,10 +50,11 @@ def test_few_step_run_saves_a_loadable_model_with_card(tmp_path):
     from hf_faithful.models.reference_vlm import load_reference_vlm
 
     out = tmp_path / "vlm"
-    args = ["--output", str(out), "--steps", "2", "--batch-size", "4", "--size", "smoke"]
+    args = ["--output", str(out), "--steps", "2", "--perception-steps", "1", "--batch-size", "4"]
+    args += ["--size", "smoke"]
     assert _script().main([*args, "--tokenizer-corpus", "40", "--eval-samples", "4"]) == 0
     meta = json.loads((out / "training_meta.json").read_text())
-    assert meta["steps"] == 2 and meta["seed"] == 0
+    assert meta["steps"] == 2 and meta["perception_steps"] == 1 and meta["seed"] == 0
     assert set(meta["test_figures"]) <= {"zoom_needed", "global"} and meta["test_figures"]
     assert "accuracy_with_tools" in next(iter(meta["test_figures"].values()))
     assert "Reproduce" in (out / "README.md").read_text()

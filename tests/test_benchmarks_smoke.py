@@ -108,3 +108,20 @@ def test_speed_quick(tmp_path):
     )
     for timing in data["timings"].values():
         assert timing["generate_tokens_per_s"] > 0
+
+
+def test_sccm_experiment_runs_both_arms_on_the_reference_vlm():
+    """The paper's experiment in miniature, a few steps: the SFT start and both arms are
+    measured per question type with the evaluator's figures."""
+    import bench_sccm_experiment
+
+    argv = ["--steps", "1", "--seeds", "0", "--n-test", "6", "--batch", "4"]
+    results = bench_sccm_experiment.main([*argv, "--generations", "2", "--no-write"])
+    assert [len(results["arms"][arm]) for arm in ("sft", "grpo", "sccm")] == [1, 1, 1]
+    for arm in ("sft", "grpo", "sccm"):
+        figures = results["arms"][arm][0]["figures"]
+        assert set(figures) == {"zoom_needed", "global"}
+        zoom = figures["zoom_needed"]
+        assert 0.0 <= zoom["accuracy"] <= 1.0 and zoom["n"] > 0
+        assert zoom["crop_area"] is None or 0.0 < zoom["crop_area"] <= 1.0
+    assert results["arms"]["sft"][0]["figures"]["zoom_needed"]["tool_call_rate"] == 1.0

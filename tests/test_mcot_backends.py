@@ -241,3 +241,12 @@ def test_build_backend_endpoint_and_tiny():
     tiny = build_backend("tiny", batch_size=3)
     assert isinstance(tiny, LocalVLMBackend) and tiny.batch_size == 3
     assert hasattr(tiny.processor, "image_processor")
+
+
+def test_reference_names_the_bundled_vlm_everywhere():
+    from hf_faithful.mcot.backends import build_backend
+
+    backend = build_backend("reference", batch_size=2)
+    assert backend.model.config.model_type == "qwen3_vl"
+    with pytest.raises(ValueError, match="name the served model"):
+        build_backend("reference", "http://localhost:1/v1")

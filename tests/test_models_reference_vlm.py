@@ -64,9 +64,9 @@ def test_recorded_tool_use_meets_the_bar():
 
 
 def test_zooming_beats_the_whole_view_on_a_fixed_sample(reference_vlm):
-    """A property of the shipped artifact, re-measured: on the first 24 test questions of
-    each type its zoom-in rollouts answer zoom-needed questions better than its answers
-    from the whole image alone, and it calls the tool there."""
+    """A property of the shipped artifact, re-measured: on the first 40 test questions its
+    zoom-in rollouts answer zoom-needed questions better than its answers from the whole
+    image alone, and it calls the tool there."""
     model, processor = reference_vlm
     figures = _script().measure(model, processor, n=40, seed=0)
     zoom = figures["zoom_needed"]

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hf_faithful.assets import FAITHFULNESS_DIR, REFERENCE_VLM_DIR
+from hf_faithful.assets import FAITHFULNESS_DIR
 from hf_faithful.cli_utils import add_dataclass_arguments, dataclass_from_args, option_name
 from hf_faithful.faithfulness.config import JUDGE_METRICS, FaithfulnessConfig
 from hf_faithful.faithfulness.interventions import TEXT_CORRUPTIONS, VISUAL_INTERVENTIONS
@@ -219,11 +219,7 @@ def _backend(
         if endpoint is not None:
             raise ValueError(f"with an endpoint ({endpoint}) name the served model, not 'same'")
         return same
-    if name == REFERENCE:
-        if endpoint is not None:  # 'reference' is the bundled folder, not a served name
-            raise ValueError(f"with an endpoint ({endpoint}) name the served model (--model)")
-        name = str(REFERENCE_VLM_DIR)
-    if endpoint is None and name != "tiny" and not Path(name).is_dir():
+    if endpoint is None and name not in ("tiny", REFERENCE) and not Path(name).is_dir():
         raise FileNotFoundError(f"model folder not found: {name} (or pass --endpoint URL)")
     return build_backend(
         name,

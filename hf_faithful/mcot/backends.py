@@ -423,12 +423,17 @@ def load_local_backend(
     trust_remote_code: bool = False,
     show_progress: bool = False,
 ) -> LocalVLMBackend:
-    """A backend over a local (or Hub) vision-language or text-only model, or ``"tiny"``
+    """A backend over a local (or Hub) vision-language or text-only model, ``"reference"``
+    (the bundled reference VLM, :mod:`hf_faithful.models.reference_vlm`) or ``"tiny"``
     (the built-in tiny Qwen3-VL with random weights, for offline demos).
 
     Qwen-VL folders whose processor cannot be built without a video processor
     (torchvision) get the image-only processor of :mod:`hf_faithful.models.vlm_processing`.
     """
+    if name_or_path == "reference":
+        from hf_faithful.assets import REFERENCE_VLM_DIR
+
+        name_or_path = str(REFERENCE_VLM_DIR)
     if name_or_path == "tiny":
         from hf_faithful.testing.tiny_vlm import build_tiny_vlm
 
@@ -479,7 +484,7 @@ def build_backend(
     :func:`load_local_backend`). Used by the ``faithfulness`` CLI, SCCM's answerer and the
     inspector Space, so a model name means the same thing everywhere."""
     if endpoint is not None:
-        if not model or model == "tiny":
+        if not model or model in ("tiny", "reference"):  # built-in names, not served ones
             raise ValueError(f"with an endpoint ({endpoint}) name the served model, not {model!r}")
         return OpenAIChatBackend(
             endpoint,

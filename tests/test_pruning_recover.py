@@ -396,3 +396,4 @@ def test_recovery_benchmark_runs_quick(tmp_path):
     for row in data["results"]:
         assert row["ppl_before"] > 0 and row["ppl_after"] > 0 and row["train_s"] > 0
         assert row["peak_memory_mb"] > 0 and "hff_cloze" in row["tasks_after"]
+        assert row["prune_wall_s"] > 0 and "bias compensation" in row["prune_method"]

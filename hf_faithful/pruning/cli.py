@@ -42,6 +42,7 @@ _SECTIONS = {
         "sparsity_warmup_steps",
         "init",
         "init_transform",
+        "init_scale",
         "init_state_path",
         "init_num_samples",
         "sequential_stats",

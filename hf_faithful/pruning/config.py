@@ -135,6 +135,14 @@ class PruningConfig:
     init_transform: Literal["sigmap", "norm"] = field(
         default="sigmap", metadata={"help": "How metric values become keep-probabilities."}
     )
+    init_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "sigmap only: the standardized metric is multiplied by this before the "
+            "sigmoid. 1 is the paper's init; larger values start the search closer to the "
+            "metric's own hard mask (sharper keep-probabilities)."
+        },
+    )
     init_state_path: str | None = field(
         default=None,
         metadata={"help": 'Saved prune state (file or pruned-model folder) for init="state".'},
@@ -200,6 +208,8 @@ class PruningConfig:
                 "num_samples",
                 f"must be >= 2 (the estimator averages over K-1), got {self.num_samples}",
             )
+        if not self.init_scale > 0:
+            fail("init_scale", f"must be > 0, got {self.init_scale}")
         if self.seq_len < 2:
             fail("seq_len", f"must be >= 2, got {self.seq_len}")
         for name in (

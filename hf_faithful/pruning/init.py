@@ -198,6 +198,6 @@ def initial_scores(
     gen = torch.Generator().manual_seed(config.seed + 1)
     heads, channels = unit_metrics(config.init, layers, stats, generator=gen)
     return (
-        transform_scores(heads, head_sizes, keep, config.init_transform),
-        transform_scores(channels, channel_sizes, keep, config.init_transform),
+        transform_scores(heads, head_sizes, keep, config.init_transform, config.init_scale),
+        transform_scores(channels, channel_sizes, keep, config.init_transform, config.init_scale),
     )

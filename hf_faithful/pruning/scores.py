@@ -365,13 +365,18 @@ def collect_sequential_stats(
 
 
 def transform_scores(
-    metric: torch.Tensor, sizes: list[int], keep: float, transform: str = "sigmap"
+    metric: torch.Tensor,
+    sizes: list[int],
+    keep: float,
+    transform: str = "sigmap",
+    scale: float = 1.0,
 ) -> torch.Tensor:
     """Map a pool's metric to keep-probabilities with mean ``keep`` in every layer.
 
-    ``sigmap``: ``z`` = per-layer standardized metric, ``s = clamp(sigmoid(z) + keep -
-    mean(sigmoid(z)), 0, 1)`` (the paper's init). ``norm``: the same with per-layer
-    min-max normalization in place of the sigmoid of the z-score.
+    ``sigmap``: ``z`` = per-layer standardized metric, ``s = clamp(sigmoid(scale * z) +
+    keep - mean(sigmoid(scale * z)), 0, 1)`` (the paper's init has ``scale`` 1; a larger
+    one starts closer to the metric's hard mask). ``norm``: per-layer min-max
+    normalization in place of the sigmoid of the z-score (``scale`` unused).
     """
     if transform not in ("sigmap", "norm"):
         raise ValueError(f"init_transform must be 'sigmap' or 'norm', got {transform!r}")
@@ -380,7 +385,7 @@ def transform_scores(
         if transform == "sigmap":
             std = part.std() if part.numel() > 1 else part.new_tensor(0.0)
             z = (part - part.mean()) / std if std > 0 else torch.zeros_like(part)
-            u = torch.sigmoid(z)
+            u = torch.sigmoid(scale * z)
         else:
             span = part.max() - part.min()
             u = (part - part.min()) / span if span > 0 else torch.full_like(part, 0.5)

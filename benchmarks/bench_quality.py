@@ -189,6 +189,7 @@ def make_pruner(model, tokenizer, args, *, method: str = "pg", **overrides) -> P
             learning_rate=args.lr,
             estimator=args.estimator,
             init="wanda_sp",
+            init_scale=args.init_scale,
         )
     values.update(overrides)
     name = METHOD_NAMES.get((base, values["budget"]), "pg")
@@ -368,6 +369,22 @@ def sweep(
         ("pg", "+comp per-layer budget, sequential statistics (original code's init)",
          {"method": "pg" + COMP, "budget": "layer", "sequential_stats": True}),
         ("pg", "+comp batches from every calibration chunk", {"method": "pg" + COMP, "data": "all"}),
+        # second round, around the best of the first (a sharper init, more steps)
+        ("pg", f"+comp init scale 3, {args.steps * 3} steps, K = 4",
+         {"method": "pg" + COMP, "init_scale": 3.0, "max_steps": args.steps * 3, "num_samples": 4}),
+        ("pg", f"+comp init scale 3, {args.steps * 10} steps",
+         {"method": "pg" + COMP, "init_scale": 3.0, "max_steps": args.steps * 10}),
+        ("pg", f"+comp init scale 5, {args.steps * 3} steps",
+         {"method": "pg" + COMP, "init_scale": 5.0, "max_steps": args.steps * 3}),
+        ("pg", f"+comp init scale 10, {args.steps * 3} steps",
+         {"method": "pg" + COMP, "init_scale": 10.0, "max_steps": args.steps * 3}),
+        ("pg", f"+comp init scale 3, {args.steps * 3} steps, lr {args.lr * 2:g}",
+         {"method": "pg" + COMP, "init_scale": 3.0, "max_steps": args.steps * 3,
+          "learning_rate": args.lr * 2}),
+        ("pg", f"+comp init scale 3, {args.steps * 3} steps, seed 1",
+         {"method": "pg" + COMP, "init_scale": 3.0, "max_steps": args.steps * 3, "seed": 1}),
+        ("pg", f"+comp init scale 3, {args.steps * 3} steps, seed 2",
+         {"method": "pg" + COMP, "init_scale": 3.0, "max_steps": args.steps * 3, "seed": 2}),
     ]  # fmt: skip
     if args.sweep_only:
         wanted = set(args.sweep_only)
@@ -443,7 +460,7 @@ def quality_report(results: dict, meta: dict) -> str:
         "channels). Accuracy: hff_cloze (4 choices, chance 25%), first "
         f"{args['cloze_limit']} items, percent. PG: {args['steps']} steps, batch "
         f"{args['batch_size']}, K {args['num_samples']}, lr {args['lr']}, {args['estimator']} "
-        f"estimator, SGD, Wanda-sp init; median of seeds {args['seeds']} with (min-max). "
+        f"estimator, SGD, Wanda-sp init (sigmap scale {args.get('init_scale', 1.0):g}); median of seeds {args['seeds']} with (min-max). "
         "+comp: bias compensation (removed inputs replaced by their calibration means, "
         "stored as o_proj / down_proj biases). Dense: "
         f"perplexity {dense['ppl']:.2f}"
@@ -528,7 +545,7 @@ def sweep_report(results: dict, meta: dict) -> str:
             f"Model `{meta['model']}`, {round(results['sparsity'] * 100)}% sparsity, global "
             f"budget unless stated, seed 0, batch {args['batch_size']} x {args['seq_len']} "
             "tokens. Perplexity on the dev split (not test): settings are chosen here. Each PG "
-            "row changes one setting of the first PG row.",
+            "row names what it changes from the first PG row (+comp: the compensated search).",
             "",
             data_note(meta),
             "",
@@ -560,6 +577,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "large models; the table shows '-')")  # fmt: skip
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--num-samples", type=int, default=2, help="PG's K")
+    p.add_argument("--init-scale", type=float, default=1.0,
+                   help="PG's sigmap init sharpness (PruningConfig.init_scale)")  # fmt: skip
     p.add_argument("--estimator", default="sqrt", choices=["sqrt", "reinforce"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=128)

@@ -187,13 +187,16 @@ def test_methods_table_and_paper_preset():
         cfg = PruningConfig.for_method(name)
         assert (cfg.max_steps > 0) == (name == "pg")
         assert describe_method(cfg)
-    assert PruningConfig.for_method("pg").compensate  # the quick check favoured it
+    pg = PruningConfig.for_method("pg")  # the dev-split sweep chose both
+    assert pg.compensate and pg.init_scale == 3.0
+    assert any("sigmap init of 3" in d for d in deviations(pg))
     assert PruningConfig.for_method("magnitude", compensate=True).compensate
     paper = PruningConfig.for_method("pg", "paper")
     assert (paper.optimizer, paper.learning_rate, paper.weight_decay) == ("adam", 2e-3, 1e-4)
     assert (paper.max_steps, paper.batch_size, paper.num_samples) == (15_000, 8, 2)
     assert (paper.baseline_window, paper.budget, paper.init) == (5, "global", "wanda_sp")
     assert not paper.compensate and paper == PruningConfig(**PRESETS["paper"])
+    assert paper.init_scale == 1.0 and not any("sigmap" in d for d in deviations(paper))
     assert PruningConfig.for_method("pg", "paper", learning_rate=6e-3).learning_rate == 6e-3
     assert any("Adam" in d for d in deviations(PruningConfig(max_steps=10)))
     assert not any("Adam" in d for d in deviations(paper))

@@ -93,6 +93,21 @@ def test_quality_quick(tmp_path):
     # 50% of every pool is gone, per the layer sizes the compressed model reports
     sizes = magnitude["layer_sizes"]
     assert sum(sizes["num_key_value_heads"]) == 2 and sum(sizes["intermediate_size"]) == 48
+    # the report re-renders from the file alone
+    again = bench_quality.main(["--report-only", str(out), "--no-write"])
+    assert again["results"] == json.loads(out.read_text())["results"]
+
+
+def test_sparsity_within_factor_hand_computed():
+    import bench_quality
+
+    # dense 100, bound 150: crossed between (0.2, 120) and (0.4, 200), linear in log-ppl
+    s, reached = bench_quality.sparsity_within(100.0, [(0.4, 200.0), (0.2, 120.0)])
+    expected = 0.2 + 0.2 * (math.log(150) - math.log(120)) / (math.log(200) - math.log(120))
+    assert reached and s == pytest.approx(expected)
+    assert bench_quality.sparsity_within(100.0, [(0.2, 110.0), (0.5, 140.0)]) == (0.5, False)
+    s, reached = bench_quality.sparsity_within(100.0, [(0.1, 400.0)])  # from dense at 0
+    assert reached and s == pytest.approx(0.1 * math.log(1.5) / math.log(4))
 
 
 @pytest.mark.timeout(300)

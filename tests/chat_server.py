@@ -19,12 +19,14 @@ from hf_faithful.mcot.backends import cut_at_stop
 class ChatServer:
     """OpenAI-compatible chat completions server whose reply is ``respond(request_json)``.
 
-    ``fail_with`` holds HTTP status codes returned (in order) before answering normally.
+    ``fail_with`` holds HTTP status codes returned (in order) before answering normally;
+    ``models`` (served model names) answers ``GET /v1/models`` as vLLM does (else 404).
     """
 
-    def __init__(self, respond, fail_with=()):
+    def __init__(self, respond, fail_with=(), models=None):
         self.respond = respond
         self.fail_with = list(fail_with)
+        self.models = models
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self._lock = threading.Lock()
@@ -43,6 +45,12 @@ class ChatServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_GET(self):
+                if outer.models is None or self.path != "/v1/models":
+                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                data = [{"id": name, "object": "model"} for name in outer.models]
+                self._send(200, {"object": "list", "data": data})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -390,3 +390,15 @@ def test_judge_validation_and_continuation_from_the_command_line(tmp_path):
     with pytest.raises(ValueError, match="--validate-judge needs a judge"):
         data = f"{ASSETS}/sample_traces.jsonl"
         _run(["--model", "tiny", "--data", data, "--validate-judge", "3"])
+
+
+def test_the_reference_vlm_sets_its_box_frame_and_judge_metrics():
+    args = _parse(["--coords", "absolute"])  # its frame is what it writes: always its own
+    cli._apply_model_fields(args)
+    assert (args.coords, args.judge_metrics) == ("normalized_1000", ("sufficiency",))
+    args = _parse(["--judge-metrics", "reliability"])  # judge metrics given win
+    cli._apply_model_fields(args)
+    assert args.judge_metrics == ("reliability",)
+    args = _parse(["--model", "Qwen/Qwen2.5-VL-7B-Instruct"])
+    cli._apply_model_fields(args)
+    assert args.coords == "absolute" and args.judge_metrics == ("reliability", "sufficiency")

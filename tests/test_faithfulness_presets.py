@@ -5,8 +5,10 @@ import pytest
 from hf_faithful.faithfulness.presets import (
     DEEPEYES_USER_SUFFIX,
     PRESETS,
+    model_fields,
     preset_config,
     preset_fields,
+    suggested_settings,
 )
 from hf_faithful.mcot.zoom import BoxRules
 
@@ -46,3 +48,34 @@ def test_overrides_win_and_unknown_presets_are_refused():
             preset_fields("broken")
     finally:
         del PRESETS["broken"]
+
+
+def test_model_fields_and_suggested_settings(tmp_path):
+    # the bundled reference VLM: Qwen3-VL's 0..1000 frame, judged on sufficiency only
+    assert model_fields("reference") == {
+        "coords": "normalized_1000",
+        "judge_metrics": ("sufficiency",),
+    }
+    assert model_fields("reference", "http://localhost:8000/v1") == {}  # a served name
+    assert model_fields("Qwen/Qwen2.5-VL-7B-Instruct") == {}
+    reference = suggested_settings("reference")
+    assert reference["coords"] == "normalized_1000" and reference["judge_metrics"] == (
+        "sufficiency",
+    )
+    deepeyes = suggested_settings("ChenShawn/DeepEyes-7B")
+    assert deepeyes == {
+        "preset": "deepeyes",
+        "coords": "absolute",
+        "judge_metrics": ("reliability", "sufficiency"),
+    }
+    assert suggested_settings("/models/deepeyes_7b_rl")["preset"] == "deepeyes"
+    assert suggested_settings("Qwen/Qwen2.5-VL-7B-Instruct")["coords"] == "absolute"
+    assert suggested_settings("Qwen/Qwen3-VL-8B-Instruct")["coords"] == "normalized_1000"
+    # a local folder is read for its model_type
+    (tmp_path / "config.json").write_text('{"model_type": "qwen3_vl"}')
+    assert suggested_settings(str(tmp_path)) == {
+        "preset": None,
+        "coords": "normalized_1000",
+        "judge_metrics": ("reliability", "sufficiency"),
+    }
+    assert suggested_settings("")["coords"] == BoxRules().coords

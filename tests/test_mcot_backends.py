@@ -250,3 +250,23 @@ def test_reference_names_the_bundled_vlm_everywhere():
     assert backend.model.config.model_type == "qwen3_vl"
     with pytest.raises(ValueError, match="name the served model"):
         build_backend("reference", "http://localhost:1/v1")
+
+
+def test_served_models_checks_an_endpoint_before_a_run():
+    with ChatServer(lambda body: "", models=["served", "other"]) as server:
+        assert OpenAIChatBackend(server.base_url, "served").served_models() == ["served", "other"]
+    with ChatServer(lambda body: "") as server:  # no /models route: the server cannot tell
+        assert OpenAIChatBackend(server.base_url, "served").served_models() is None
+    closed = OpenAIChatBackend("http://127.0.0.1:9/v1", "m")
+    with pytest.raises(EndpointUnreachableError, match="cannot reach .*/v1/models"):
+        closed.served_models(timeout=2)
+
+
+def test_require_vision_refuses_a_text_only_model_before_its_weights_load(tmp_path):
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1).save_pretrained(
+        tmp_path
+    )  # a config only: the check reads nothing else
+    with pytest.raises(ValueError, match="not a vision-language model .*'llama'"):
+        build_backend(str(tmp_path), require_vision=True)

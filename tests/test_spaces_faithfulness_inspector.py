@@ -1,20 +1,31 @@
 """The faithfulness inspector Space, served headless and driven through its API with
-gradio_client, on the tiny built-in VLM and the bundled samples."""
+gradio_client, on the tiny built-in VLM and the bundled samples; "your model" as a local
+folder (the tiny VLM saved to disk) and as an endpoint (a local chat server)."""
 
 from __future__ import annotations
 
 import json
 
+import gradio as gr
 import numpy as np
 import pytest
+from chat_server import ChatServer
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageColor
 from spaces_utils import import_app, launched
 
+from hf_faithful.testing.tiny_vlm import save_tiny_vlm
+
 app = import_app("faithfulness_inspector")
 SAMPLE = app.SAMPLE_DIR / "images" / "sample_4.png"  # purple square bottom-right, orange elsewhere
 QUESTION = "What color is the square in the bottom-right corner of the image?"
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """The tiny Qwen3-VL (random weights, seed 0: the "random weights" choice) on disk."""
+    return save_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-qwen3-vl")
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +112,112 @@ def test_unscripted_tiny_model(client):
     assert conditions == ["original trace", "control", "do(T:offline)"] + [
         f"do(V:{kind})" for kind in app.VISUAL
     ]
+
+
+def test_a_local_model_folder_end_to_end(tiny_folder):
+    """A folder typed as "your model" runs the Space's callbacks: a trace of its own (the
+    random weights never close an answer), then every intervention on a valid trace."""
+    your = {"model_path": tiny_folder, "coords": "absolute", "judge": "both", "preset": "none"}
+    trace = app.generate_trace(Image.open(SAMPLE), QUESTION, "", app.CUSTOM, **your)
+    assert trace.errors == ["missing final answer (<answer>...</answer>)"]
+    assert "raw model output" in app.steps_html(trace)
+    [backend] = [b for k, b in app._backends.items() if k[0] == "local"]
+    assert backend.model.config._name_or_path == tiny_folder  # loaded from the folder
+
+    sample = app.read_trace_file(str(app.SAMPLE_TRACES))[0]
+    answers, intervened, corrupted, verdict = app.intervene(sample, app.CUSTOM, **your)
+    assert [row[0] for row in answers] == ["original trace", "control", "do(T:offline)"] + [
+        f"do(V:{kind})" for kind in app.VISUAL
+    ]
+    assert len(intervened) == len(app.VISUAL) * len(sample.crops) and corrupted
+    assert "| reliability (0-1) |" in verdict and "| sufficiency (crops only, 0/1) |" in verdict
+    # asked again (any spelling of the folder), the model is not loaded twice
+    assert app.get_backend(app.CUSTOM, tiny_folder + "/") is backend
+    *_, verdict = app.intervene(sample, app.CUSTOM, **(your | {"judge": "none"}))
+    assert "No judge" in verdict and "| reliability" not in verdict
+
+
+def test_a_local_model_folder_through_the_api(client, tiny_folder):
+    _, steps = client.predict(
+        handle_file(str(SAMPLE)),
+        QUESTION,
+        "",
+        app.CUSTOM,
+        model_path=tiny_folder,
+        coords="absolute",
+        api_name="/generate_trace",
+    )
+    assert "Invalid trace" in steps and "missing final answer" in steps
+    with pytest.raises(AppError, match="model id or folder: folder not found: /no/such/model"):
+        client.predict(
+            handle_file(str(SAMPLE)),
+            QUESTION,
+            "",
+            app.CUSTOM,
+            model_path="/no/such/model",
+            api_name="/generate_trace",
+        )
+
+
+def test_loading_errors_name_the_field(tmp_path):
+    image = Image.open(SAMPLE)
+
+    def generate(**your):
+        return app.generate_trace(image, QUESTION, "", app.CUSTOM, **your)
+
+    with pytest.raises(gr.Error, match="model id or folder: folder not found: /no/such/folder"):
+        generate(model_path="/no/such/folder")
+    with pytest.raises(gr.Error, match="model id or folder: type a Hub model id"):
+        generate(model_path=" ")
+    with pytest.raises(gr.Error, match="model id or folder: could not load .* Hub id"):
+        generate(model_path="no-such-org/no-such-model")  # offline: not in the cache
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(gr.Error, match="model id or folder: .*not a vision-language model"):
+        generate(model_path=str(tmp_path))
+    with pytest.raises(gr.Error, match="endpoint URL: cannot reach"):
+        generate(model_path="served", endpoint="http://127.0.0.1:9/v1")
+    with pytest.raises(gr.Error, match="endpoint URL: must start with http"):
+        generate(model_path="served", endpoint="localhost:8000/v1")
+    with pytest.raises(gr.Error, match="box coordinate frame: one of"):
+        generate(model_path="served", coords="normalized_1")
+    assert not [k for k in app._backends if k[0] == "endpoint"]  # failures are not cached
+
+
+def test_an_endpoint_serving_the_model():
+    def respond(body):
+        return "<think>It is purple.</think><answer>purple</answer>"
+
+    with ChatServer(respond, models=["my-vlm"]) as server:
+        your = {"endpoint": server.base_url, "coords": "absolute", "judge": "none"}
+        with pytest.raises(gr.Error, match="model id or folder: .* serves my-vlm, not 'other'"):
+            app.generate_trace(Image.open(SAMPLE), QUESTION, "", app.CUSTOM, "other", **your)
+        trace = app.generate_trace(
+            Image.open(SAMPLE), QUESTION, "purple", app.CUSTOM, "my-vlm", **your
+        )
+        assert trace.valid and trace.answer == "purple" and not trace.crops
+        assert server.requests[-1]["model"] == "my-vlm"
+        assert "Authorization" not in server.headers[-1]  # no key typed, none sent
+
+
+def test_the_default_model_comes_from_the_environment(tiny_folder, monkeypatch):
+    defaults = app.Defaults.from_env({app.ENV_MODEL: tiny_folder})
+    assert defaults.settings() == {  # its config.json says Qwen3-VL: 0..1000 boxes
+        "model": app.CUSTOM,
+        "coords": "normalized_1000",
+        "judge": "both",
+        "preset": "none",
+    }
+    deepeyes = app.Defaults.from_env({app.ENV_MODEL: "ChenShawn/DeepEyes-7B"}).settings()
+    assert (deepeyes["preset"], deepeyes["coords"]) == ("deepeyes", "absolute")
+    assert app.Defaults.from_env({}).settings()["model"] == app.REFERENCE
+    with pytest.raises(ValueError, match="HF_FAITHFUL_INSPECTOR_COORDS.*'pixels'"):
+        app.Defaults.from_env({app.ENV_MODEL: "m", app.ENV_COORDS: "pixels"})
+    # the owner's API key goes to the owner's endpoint only
+    monkeypatch.setenv(app.ENV_API_KEY, "secret")
+    monkeypatch.setattr(app, "_defaults", app.Defaults(model="m", endpoint="http://owner/v1"))
+    assert app._owner_key("http://owner/v1") == "secret"
+    assert app._owner_key("http://visitor/v1") == ""
+    # started with a model that cannot load: a message and status 2, before serving
+    with pytest.raises(SystemExit) as exit_info:
+        app.main(["--model", "/no/such/folder"])
+    assert exit_info.value.code == 2

@@ -28,7 +28,12 @@ from hf_faithful.assets import FAITHFULNESS_DIR
 from hf_faithful.cli_utils import add_dataclass_arguments, dataclass_from_args, option_name
 from hf_faithful.faithfulness.config import JUDGE_METRICS, FaithfulnessConfig
 from hf_faithful.faithfulness.interventions import TEXT_CORRUPTIONS, VISUAL_INTERVENTIONS
-from hf_faithful.faithfulness.presets import PRESETS, preset_fields
+from hf_faithful.faithfulness.presets import (
+    PRESETS,
+    REFERENCE_MODEL,
+    model_fields,
+    preset_fields,
+)
 from hf_faithful.faithfulness.report import data_provenance
 from hf_faithful.mcot.backend_cache import CachedBackend
 from hf_faithful.mcot.backends import AnswerBackend, BackendError, build_backend
@@ -40,7 +45,7 @@ SAMPLE_TRACES = SAMPLE_DIR / "sample_traces.jsonl"
 SAMPLE_QUESTIONS = SAMPLE_DIR / "sample_questions.jsonl"
 # The first 96 ZoomVQA test questions (export_questions), the reference VLM's default data.
 ZOOMVQA_QUESTIONS = SAMPLE_DIR / "zoomvqa" / "questions.jsonl"
-REFERENCE = "reference"
+REFERENCE = REFERENCE_MODEL
 
 # FaithfulnessConfig fields given as comma-separated lists: field -> (choices, old flag)
 _CSV_FIELDS = {
@@ -250,6 +255,15 @@ def _apply_preset(args: argparse.Namespace) -> None:
             setattr(args, name, value)
 
 
+def _apply_model_fields(args: argparse.Namespace) -> None:
+    """What the model needs (:func:`~hf_faithful.faithfulness.presets.model_fields`: the
+    reference VLM's 0..1000 boxes and sufficiency-only judging): its box frame always, other
+    fields where the option was left at its default."""
+    for name, value in model_fields(args.model, args.endpoint).items():
+        if name == "coords" or getattr(args, name) == _config_field(name).default:
+            setattr(args, name, value)
+
+
 def _read_text_options(args: argparse.Namespace) -> None:
     """``@path`` values of the text options are read from the file."""
     for name in _TEXT_OPTIONS:
@@ -301,10 +315,7 @@ def _run(args: argparse.Namespace) -> int:
         data = ZOOMVQA_QUESTIONS if reference else SAMPLE_TRACES
     if not data.is_file():
         raise FileNotFoundError(f"--data file not found: {data}")
-    if reference:  # its own conventions: Qwen3-VL's 0..1000 boxes, sufficiency as a judge
-        args.coords = "normalized_1000"
-        if args.judge_metrics == _config_field("judge_metrics").default:
-            args.judge_metrics = ("sufficiency",)  # it was never taught the reliability prompt
+    _apply_model_fields(args)
     judge_given = args.judge is not None or args.judge_endpoint is not None
     if args.validate_judge and not (judge_given or demo):  # before any model loads
         raise ValueError("--validate-judge needs a judge (--judge)")

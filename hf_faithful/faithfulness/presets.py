@@ -23,17 +23,36 @@ them as defaults (options given on the command line win).
 Left as this package does it: one tool call per turn (generation stops at
 ``</tool_call>``; DeepEyes v5 runs up to 3 per turn), ``max_tool_calls`` (DeepEyes'
 evaluation allows up to 10 turns), Qwen2.5-VL absolute coordinates (``coords``).
+
+:func:`model_fields` holds what a model needs whatever else is asked (the bundled
+reference VLM's box frame and judge metrics; the CLI and the inspector Space both apply
+it); :func:`suggested_settings` guesses a UI's defaults from a model's name or folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 from hf_faithful.faithfulness.config import FaithfulnessConfig
 from hf_faithful.mcot.zoom import BoxRules
 
-__all__ = ["DEEPEYES_USER_SUFFIX", "PRESETS", "preset_config", "preset_fields"]
+__all__ = [
+    "DEEPEYES_USER_SUFFIX",
+    "PRESETS",
+    "REFERENCE_MODEL",
+    "model_fields",
+    "preset_config",
+    "preset_fields",
+    "suggested_settings",
+]
+
+# The bundled reference VLM's name in build_backend, the CLI (--model) and the Space.
+REFERENCE_MODEL = "reference"
+# model_type of configs whose boxes are in Qwen3-VL's 0..1000 frame
+_NORMALIZED_1000_TYPES = ("qwen3_vl", "qwen3_vl_moe")
 
 # USER_PROMPT_V2 of DeepEyes' eval/eval_vstar.py, verbatim (leading newline, double spaces
 # and trailing space included).
@@ -87,3 +106,54 @@ def preset_fields(name: str) -> dict[str, Any]:
     if unknown:  # a preset naming a field that no longer exists would silently do nothing
         raise ValueError(f"preset {name!r} sets unknown fields {sorted(unknown)}")
     return flat
+
+
+def model_fields(model: str | None, endpoint: str | None = None) -> dict[str, Any]:
+    """Fields a model needs whatever else is asked, flattened as :func:`preset_fields`:
+    the bundled reference VLM (``"reference"``, not behind an endpoint) boxes in
+    Qwen3-VL's 0..1000 frame (``coords``) and is asked only sufficiency as a judge
+    (``judge_metrics``: it was never taught the reliability prompt). Empty for any other
+    model. The ``faithfulness`` CLI and the inspector Space both apply it: ``coords`` is
+    the frame the model writes, so it wins over any option; ``judge_metrics`` is a default.
+    """
+    if endpoint is None and model == REFERENCE_MODEL:
+        return {"coords": "normalized_1000", "judge_metrics": ("sufficiency",)}
+    return {}
+
+
+def _model_type(model: str) -> str | None:
+    """``model_type`` of a local folder's ``config.json`` (None when there is none)."""
+    try:
+        config = json.loads((Path(model).expanduser() / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
+def suggested_settings(model: str | None, endpoint: str | None = None) -> dict[str, Any]:
+    """Defaults a model's name (Hub id, folder or served name) suggests, for a UI to show
+    and the user to change: ``preset`` (a :data:`PRESETS` name or None), ``coords``
+    (BoxRules' frame) and ``judge_metrics``.
+
+    :func:`model_fields` first (the reference VLM); a name containing ``deepeyes`` (e.g.
+    ``ChenShawn/DeepEyes-7B``) gets the ``deepeyes`` preset and its absolute pixels; a
+    Qwen3-VL (``model_type`` of a local folder's ``config.json``, or ``qwen3-vl`` in the
+    name) boxes in 0..1000; anything else in absolute pixels (BoxRules' default, as
+    Qwen2.5-VL). The ``faithfulness`` CLI does not guess: it takes ``--preset``."""
+    name = (model or "").strip()
+    lowered = name.lower().replace("_", "-")
+    preset = "deepeyes" if "deepeyes" in lowered else None
+    coords = BoxRules().coords
+    if preset is not None:
+        coords = PRESETS[preset].get("box_rules", {}).get("coords", coords)
+    elif endpoint is None and _model_type(name) in _NORMALIZED_1000_TYPES:
+        coords = "normalized_1000"
+    elif "qwen3-vl" in lowered:
+        coords = "normalized_1000"
+    fixed = model_fields(name, endpoint)
+    judge_metrics = FaithfulnessConfig.__dataclass_fields__["judge_metrics"].default
+    return {
+        "preset": preset,
+        "coords": fixed.get("coords", coords),
+        "judge_metrics": tuple(fixed.get("judge_metrics", judge_metrics)),
+    }

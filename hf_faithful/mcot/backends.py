@@ -315,6 +315,32 @@ class OpenAIChatBackend:
         self._unreachable = threading.Event()
         self._unreachable_reason = ""
 
+    def served_models(self, timeout: float = 10.0) -> list[str] | None:
+        """The model names the server lists (``GET {base_url}/models``, as vLLM, SGLang and
+        OpenAI answer), or None when it has no such route or answers something else; raises
+        :class:`EndpointUnreachableError` when the server cannot be reached. A check to run
+        before a measurement: one request, no retries."""
+        url = self.url.removesuffix("/chat/completions") + "/models"
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            request = urllib.request.Request(url, headers=headers, method="GET")
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                data = json.loads(response.read().decode())
+        except urllib.error.HTTPError:
+            return None  # the server is there; it just does not list its models
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+            reason = getattr(err, "reason", err)
+            raise EndpointUnreachableError(
+                f"cannot reach {url} ({reason}): is the server running, and is the endpoint "
+                "URL right (e.g. http://localhost:8000/v1)?"
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            return None
+        return [str(m["id"]) for m in items if isinstance(m, dict) and "id" in m]
+
     def _payload(self, prompt: Prompt, max_new_tokens: int, stop: Sequence[str] | None) -> dict:
         payload: dict[str, Any] = {
             "model": self.model,
@@ -422,6 +448,7 @@ def load_local_backend(
     device: Any = None,
     trust_remote_code: bool = False,
     show_progress: bool = False,
+    require_vision: bool = False,
 ) -> LocalVLMBackend:
     """A backend over a local (or Hub) vision-language or text-only model, ``"reference"``
     (the bundled reference VLM, :mod:`hf_faithful.models.reference_vlm`) or ``"tiny"``
@@ -429,6 +456,8 @@ def load_local_backend(
 
     Qwen-VL folders whose processor cannot be built without a video processor
     (torchvision) get the image-only processor of :mod:`hf_faithful.models.vlm_processing`.
+    ``require_vision``: a text-only model raises ValueError (read from its config, before
+    any weight loads).
     """
     if name_or_path == "reference":
         from hf_faithful.assets import REFERENCE_VLM_DIR
@@ -453,7 +482,13 @@ def load_local_backend(
 
         remote = {"trust_remote_code": trust_remote_code}
         config = AutoConfig.from_pretrained(name_or_path, **remote)
-        if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        vision = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+        if require_vision and not vision:
+            raise ValueError(
+                f"{name_or_path} is not a vision-language model (model_type "
+                f"{config.model_type!r} takes no images)"
+            )
+        if vision:
             model = AutoModelForImageTextToText.from_pretrained(
                 name_or_path, dtype="auto", **remote
             )
@@ -478,11 +513,13 @@ def build_backend(
     device: Any = None,
     trust_remote_code: bool = False,
     show_progress: bool = False,
+    require_vision: bool = False,
 ) -> AnswerBackend:
     """The backend for ``model``: the served model name behind ``endpoint`` (an
     OpenAI-compatible base URL) when given, else a local model (see
-    :func:`load_local_backend`). Used by the ``faithfulness`` CLI, SCCM's answerer and the
-    inspector Space, so a model name means the same thing everywhere."""
+    :func:`load_local_backend`, ``require_vision`` included). Used by the ``faithfulness``
+    CLI, SCCM's answerer and the inspector Space, so a model name means the same thing
+    everywhere."""
     if endpoint is not None:
         if not model or model in ("tiny", "reference"):  # built-in names, not served ones
             raise ValueError(f"with an endpoint ({endpoint}) name the served model, not {model!r}")
@@ -501,4 +538,5 @@ def build_backend(
         device=device,
         trust_remote_code=trust_remote_code,
         show_progress=show_progress,
+        require_vision=require_vision,
     )

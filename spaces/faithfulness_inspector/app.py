@@ -12,18 +12,29 @@ built-in Qwen3-VL (random weights) forced to a transparent rule (zoom where the 
 points, answer with the colour of the last image it saw), a policy whose faithfulness is
 known by construction. ``python spaces/faithfulness_inspector/app.py``.
 
-One file of ~480 lines on purpose: a Space runs ``app.py`` as uploaded, and the protocol
+Any other model too: a Hub id, a local folder, or the served name behind an
+OpenAI-compatible endpoint (vLLM, SGLang), with its box coordinate frame, prompt preset
+and whether it judges itself. ``HF_FAITHFUL_INSPECTOR_MODEL`` (``--model``) and friends
+make one the page's default (see ``Defaults``).
+
+One file of ~900 lines on purpose: a Space runs ``app.py`` as uploaded, and the protocol
 it shows (messages, images, backends, the measurement) is imported from ``hf_faithful``;
 what stays here is the demo policy, the views and the UI.
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
+import hashlib
 import html
 import json
+import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +52,15 @@ from hf_faithful.faithfulness.config import FaithfulnessConfig
 from hf_faithful.faithfulness.evaluator import FaithfulnessEvaluator
 from hf_faithful.faithfulness.interventions import intervene_text, intervene_visual
 from hf_faithful.faithfulness.judge import FaithfulnessJudge
+from hf_faithful.faithfulness.presets import (
+    PRESETS,
+    REFERENCE_MODEL,
+    model_fields,
+    preset_config,
+    suggested_settings,
+)
 from hf_faithful.mcot.answers import answers_match
-from hf_faithful.mcot.backends import build_backend
+from hf_faithful.mcot.backends import BackendError, LocalVLMBackend, build_backend
 from hf_faithful.mcot.images import fit_image, png_data_uri
 from hf_faithful.mcot.messages import message_text, tool_call_text
 from hf_faithful.mcot.records import load_traces
@@ -53,10 +71,29 @@ from hf_faithful.testing.tiny_vlm import script_generation
 REFERENCE = "reference VLM (trained here to zoom on ZoomVQA)"
 SCRIPTED = "teaching: tiny Qwen3-VL, scripted policy"
 RAW = "tiny Qwen3-VL, random weights (unscripted)"
-MODELS = (REFERENCE, SCRIPTED, RAW)
+CUSTOM = "your model (Hub id, folder or served name below)"
+MODELS = (REFERENCE, SCRIPTED, RAW, CUSTOM)
 VISUAL = ("noise_gaussian", "noise_uniform", "blank", "other_region")
 MAX_SIDE = 448  # uploads for the tiny models are downscaled: their cost grows with the pixels
 REFERENCE_MAX_SIDE = 768  # ZoomVQA's canvas: the reference VLM's crops need full resolution
+CUSTOM_MAX_SIDE = 1024  # a real model sees detail at full size; zooming needs it
+# BoxRules' frames: (label, value)
+COORDS = (
+    ("pixels (Qwen2.5-VL, DeepEyes)", "absolute"),
+    ("0..1000 (Qwen3-VL)", "normalized_1000"),
+)
+# the model as its own judge: value -> judge_metrics
+JUDGES = {"both": ("reliability", "sufficiency"), "sufficiency": ("sufficiency",), "none": ()}
+JUDGE_CHOICES = (
+    ("reliability + sufficiency", "both"),
+    ("sufficiency only", "sufficiency"),
+    ("no judge", "none"),
+)
+NO_PRESET = "none"
+PRESET_CHOICES = (NO_PRESET, *sorted(PRESETS))
+# the fields of "your model", named in its errors as the page labels them
+MODEL_FIELD, ENDPOINT_FIELD = "model id or folder", "endpoint URL"
+COORDS_FIELD, JUDGE_FIELD, PRESET_FIELD = "box coordinate frame", "judge", "prompt preset"
 DISPLAY_SIDE = 448
 SEED = 0
 _COLORS = (  # hue ranges (degrees) -> name, as used by the bundled samples
@@ -169,36 +206,221 @@ class ScriptedTinyVLM:
         return out
 
 
-_backends: dict[str, Any] = {}
-_lock = threading.Lock()
+# ------------------------------------------------------------ models under test
+ENV_MODEL = "HF_FAITHFUL_INSPECTOR_MODEL"
+ENV_ENDPOINT = "HF_FAITHFUL_INSPECTOR_ENDPOINT"
+ENV_API_KEY = "HF_FAITHFUL_INSPECTOR_API_KEY"  # else $OPENAI_API_KEY; default endpoint only
+ENV_COORDS = "HF_FAITHFUL_INSPECTOR_COORDS"
+ENV_JUDGE = "HF_FAITHFUL_INSPECTOR_JUDGE"
+ENV_PRESET = "HF_FAITHFUL_INSPECTOR_PRESET"
+ENV_CONTINUE = "HF_FAITHFUL_INSPECTOR_CONTINUE_FINAL_MESSAGE"
 
 
-def get_backend(name: str):
-    """The answering model for a choice of ``MODELS`` (built once per process)."""
+@dataclass(frozen=True)
+class Defaults:
+    """What the page opens with: "your model" when ``model`` is set (from the
+    ``HF_FAITHFUL_INSPECTOR_*`` environment variables or ``app.py``'s flags), else the
+    reference VLM. ``coords``, ``judge`` and ``preset`` left None are what the model's
+    name suggests (:func:`~hf_faithful.faithfulness.presets.suggested_settings`)."""
+
+    model: str = ""
+    endpoint: str = ""
+    coords: str | None = None
+    judge: str | None = None
+    preset: str | None = None
+    continue_final_message: bool = False
+
+    def __post_init__(self) -> None:
+        for name, value, allowed, env in (
+            ("coords", self.coords, [v for _, v in COORDS], ENV_COORDS),
+            ("judge", self.judge, list(JUDGES), ENV_JUDGE),
+            ("preset", self.preset, list(PRESET_CHOICES), ENV_PRESET),
+        ):
+            if value is not None and value not in allowed:
+                raise ValueError(f"{name} (${env}) must be one of {allowed}, got {value!r}")
+        if self.endpoint and not self.model:
+            raise ValueError(f"an endpoint (${ENV_ENDPOINT}) needs its served model (${ENV_MODEL})")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Defaults:
+        env = os.environ if environ is None else environ
+        flag = env.get(ENV_CONTINUE, "").strip().lower()
+        return cls(
+            model=env.get(ENV_MODEL, "").strip(),
+            endpoint=env.get(ENV_ENDPOINT, "").strip(),
+            coords=env.get(ENV_COORDS) or None,
+            judge=env.get(ENV_JUDGE) or None,
+            preset=env.get(ENV_PRESET) or None,
+            continue_final_message=flag in ("1", "true", "yes"),
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """The page's initial values of the model fields (suggested where not set)."""
+        suggested = _suggested(self.model, self.endpoint)
+        return {
+            "model": CUSTOM if self.model else REFERENCE,
+            "coords": self.coords or suggested["coords"],
+            "judge": self.judge or suggested["judge"],
+            "preset": self.preset or suggested["preset"],
+        }
+
+
+_defaults = Defaults()  # set by build_demo: the owner's endpoint gets the owner's API key
+_backends: dict[tuple, Any] = {}
+_lock = threading.RLock()  # one model call at a time; loads happen under it (never twice)
+MAX_CUSTOM_LOCAL = 1  # local models of users kept loaded at once (memory): older ones go
+
+
+def _suggested(model: str, endpoint: str = "") -> dict[str, str]:
+    """Field values the model's name suggests (the DeepEyes preset for a DeepEyes id, ...)."""
+    settings = suggested_settings(model or None, endpoint or None)
+    metrics = tuple(settings["judge_metrics"])
+    judge = next((k for k, v in JUDGES.items() if v == metrics), "both")
+    return {"coords": settings["coords"], "judge": judge, "preset": settings["preset"] or NO_PRESET}
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _local_model(model: str) -> str:
+    """A typed local folder (resolved) or Hub id; a path that is none of them is an error
+    naming the field."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if path.exists():
+        raise gr.Error(f"{MODEL_FIELD}: {model} is a file, not a model folder")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise gr.Error(
+            f"{MODEL_FIELD}: folder not found: {model} (nor is it a Hub model id such as "
+            "Qwen/Qwen2.5-VL-7B-Instruct)"
+        ) from None
+    return model
+
+
+def _load_local(model: str) -> LocalVLMBackend:
+    try:
+        return build_backend(model, batch_size=4, require_vision=True)
+    except Exception as err:  # OSError, ValueError, ...: shown to the user, not a traceback
+        where = "folder" if Path(model).is_dir() else "Hub id (no such folder here)"
+        raise gr.Error(
+            f"{MODEL_FIELD}: could not load {model} as a {where}: {_short(err)}"
+        ) from err
+
+
+def _connect(model: str, endpoint: str, api_key: str, continue_final: bool):
+    """The endpoint's backend, after checking that the server answers and serves ``model``."""
+    if not endpoint.startswith(("http://", "https://")):
+        raise gr.Error(
+            f"{ENDPOINT_FIELD}: must start with http:// or https:// (e.g. "
+            f"http://localhost:8000/v1), got {endpoint!r}"
+        )
+    try:
+        backend = build_backend(
+            model, endpoint, api_key=api_key, continue_final_message=continue_final
+        )
+    except ValueError as err:
+        raise gr.Error(f"{MODEL_FIELD}: {_short(err)}") from None
+    try:
+        served = backend.served_models()
+    except BackendError as err:
+        raise gr.Error(f"{ENDPOINT_FIELD}: {_short(err)}") from None
+    if served is not None and model not in served:
+        raise gr.Error(
+            f"{MODEL_FIELD}: {endpoint} serves {', '.join(served) or 'no model'}, not {model!r} "
+            "(with an endpoint, give the served model name)"
+        )
+    return backend
+
+
+def _owner_key(endpoint: str) -> str:
+    """The Space owner's API key, for the owner's default endpoint only: a key set in the
+    Space's secrets is never sent to an endpoint a visitor types."""
+    if not endpoint or endpoint != _defaults.endpoint:
+        return ""
+    return os.environ.get(ENV_API_KEY) or os.environ.get("OPENAI_API_KEY") or ""
+
+
+def get_backend(
+    name: str,
+    model_path: str = "",
+    endpoint: str = "",
+    api_key: str = "",
+    continue_final: bool = False,
+):
+    """The answering model for a choice of ``MODELS``, built once per process and model
+    (for "your model": per folder or Hub id, or per served name and endpoint)."""
     if name not in MODELS:
         raise gr.Error(f"model must be one of {MODELS}, got {name!r}")
-    if name not in _backends:
-        if name == REFERENCE:
-            _backends[name] = build_backend("reference", batch_size=4)
-        elif name == SCRIPTED:
-            _backends[name] = ScriptedTinyVLM()
-        else:
-            _backends[name] = build_backend("tiny", batch_size=4)
-    return _backends[name]
+    model_path, endpoint = (model_path or "").strip(), (endpoint or "").strip()
+    api_key = (api_key or "").strip() or _owner_key(endpoint)
+    with _lock:
+        if name != CUSTOM:
+            key: tuple = (name,)
+            if key not in _backends:
+                if name == REFERENCE:
+                    _backends[key] = build_backend(REFERENCE_MODEL, batch_size=4)
+                elif name == SCRIPTED:
+                    _backends[key] = ScriptedTinyVLM()
+                else:
+                    _backends[key] = build_backend("tiny", batch_size=4)
+            return _backends[key]
+        if not model_path:
+            raise gr.Error(
+                f"{MODEL_FIELD}: type a Hub model id (e.g. ChenShawn/DeepEyes-7B), a local "
+                "model folder, or the served model name with an endpoint URL"
+            )
+        if endpoint:
+            digest = hashlib.sha256(api_key.encode()).hexdigest()  # the key itself is not kept
+            key = ("endpoint", model_path, endpoint, bool(continue_final), digest)
+            if key not in _backends:
+                _backends[key] = _connect(model_path, endpoint, api_key, bool(continue_final))
+            return _backends[key]
+        key = ("local", _local_model(model_path))
+        if key not in _backends:
+            loaded = [k for k in _backends if k[0] == "local"]
+            for old in loaded[: max(0, len(loaded) - MAX_CUSTOM_LOCAL + 1)]:
+                del _backends[old]  # oldest first, before the new one loads (memory)
+            gc.collect()
+            _backends[key] = _load_local(key[1])
+        return _backends[key]
 
 
-def _config(model: str) -> FaithfulnessConfig:
-    """The measurement of ``model``: the reference VLM boxes in Qwen3-VL's 0..1000 frame and
-    judges only sufficiency (it was never taught the reliability prompt)."""
+def _config(
+    model: str, coords: str | None = None, judge: str | None = None, preset: str | None = None
+) -> FaithfulnessConfig:
+    """The measurement of ``model``: the reference VLM's own needs (``model_fields``:
+    Qwen3-VL's 0..1000 frame, sufficiency as its only judge metric), the tiny models'
+    defaults, or for "your model" the frame, judge metrics and preset chosen on the page."""
+    common: dict[str, Any] = {"visual_interventions": VISUAL, "n_resamples": 200, "seed": SEED}
     if model == REFERENCE:
+        fields = model_fields(REFERENCE_MODEL)
         return FaithfulnessConfig(
-            visual_interventions=VISUAL,
-            judge_metrics=("sufficiency",),
-            box_rules=BoxRules(coords="normalized_1000"),
-            n_resamples=200,
-            seed=SEED,
+            judge_metrics=fields["judge_metrics"],
+            box_rules=BoxRules(coords=fields["coords"]),
+            **common,
         )
-    return FaithfulnessConfig(visual_interventions=VISUAL, n_resamples=200, seed=SEED)
+    if model != CUSTOM:
+        return FaithfulnessConfig(**common)
+    suggested = _suggested("")
+    coords, judge = coords or suggested["coords"], judge or suggested["judge"]
+    preset = preset or NO_PRESET
+    if coords not in {value for _, value in COORDS}:
+        raise gr.Error(f"{COORDS_FIELD}: one of {[v for _, v in COORDS]}, got {coords!r}")
+    if judge not in JUDGES:
+        raise gr.Error(f"{JUDGE_FIELD}: one of {list(JUDGES)}, got {judge!r}")
+    if preset not in PRESET_CHOICES:
+        raise gr.Error(f"{PRESET_FIELD}: one of {list(PRESET_CHOICES)}, got {preset!r}")
+    common["judge_metrics"] = JUDGES[judge]
+    if preset != NO_PRESET:  # the preset's prompts and tool rules, in the chosen frame
+        return preset_config(preset, box_rules={"coords": coords}, **common)
+    return FaithfulnessConfig(box_rules=BoxRules(coords=coords), **common)
 
 
 # ------------------------------------------------------------------------ views
@@ -280,18 +502,41 @@ def show_trace(trace: Trace):
 
 
 # ---------------------------------------------------------------------- actions
-def generate_trace(image: Image.Image | None, question: str, reference: str, model: str) -> Trace:
+@contextmanager
+def _endpoint_errors() -> Iterator[None]:
+    """A request the endpoint refuses (``BackendError``) as an error naming the field."""
+    try:
+        yield
+    except BackendError as err:
+        raise gr.Error(f"{ENDPOINT_FIELD}: {_short(err)}") from None
+
+
+def generate_trace(
+    image: Image.Image | None,
+    question: str,
+    reference: str,
+    model: str,
+    model_path: str = "",
+    coords: str | None = None,
+    judge: str | None = None,
+    preset: str | None = None,
+    endpoint: str = "",
+    api_key: str = "",
+    continue_final: bool = False,
+) -> Trace:
     """Run the model with the zoom-in tool on one image and question."""
     if image is None:
         raise gr.Error("Upload an image (or pick an example).")
     if not question or not question.strip():
         raise gr.Error("Write a question about the image.")
-    side = REFERENCE_MAX_SIDE if model == REFERENCE else MAX_SIDE
+    side = {REFERENCE: REFERENCE_MAX_SIDE, CUSTOM: CUSTOM_MAX_SIDE}.get(model, MAX_SIDE)
     sample = {"id": "upload", "image": fit_image(image, side), "question": question.strip()}
     if reference and reference.strip():
         sample["reference"] = reference.strip()
-    with _lock:
-        evaluator = FaithfulnessEvaluator(get_backend(model), config=_config(model))
+    config = _config(model, coords, judge, preset)
+    with _lock, _endpoint_errors():
+        backend = get_backend(model, model_path, endpoint, api_key, continue_final)
+        evaluator = FaithfulnessEvaluator(backend, config=config)
         return evaluator.generate_traces([sample])[0]
 
 
@@ -321,7 +566,17 @@ def _choices(traces: Sequence[Trace]) -> list[tuple[str, int]]:
     ]
 
 
-def intervene(trace: Trace | None, model: str):
+def intervene(
+    trace: Trace | None,
+    model: str,
+    model_path: str = "",
+    coords: str | None = None,
+    judge: str | None = None,
+    preset: str | None = None,
+    endpoint: str = "",
+    api_key: str = "",
+    continue_final: bool = False,
+):
     """Answers of the model under each intervention, the intervened inputs, judge scores."""
     if trace is None:
         raise gr.Error("No trace yet: generate one or load a trace file.")
@@ -330,9 +585,9 @@ def intervene(trace: Trace | None, model: str):
             trace.errors
         )
         return [], [], "", message
-    backend = get_backend(model)
-    config = _config(model)
-    with _lock:
+    config = _config(model, coords, judge, preset)
+    with _lock, _endpoint_errors():
+        backend = get_backend(model, model_path, endpoint, api_key, continue_final)
         report = FaithfulnessEvaluator(backend, config=config).evaluate([trace])
         judged = FaithfulnessJudge(backend, match=config.match).score(
             [trace], metrics=config.judge_metrics
@@ -370,6 +625,9 @@ def intervene(trace: Trace | None, model: str):
     lines.append(
         "Answer changed under: " + ", ".join(changed) if changed else "The answer never changed."
     )
+    if not config.judge_metrics:
+        lines += ["", "No judge: the model was not asked to judge its crops."]
+        return rows, gallery, corrupted, "\n".join(lines)
     lines += ["", "| judge metric | score | judge reply |", "|---|---|---|"]
     for key, metric, scores, replies in (
         ("reliability", "reliability (0-1)", judged.reliability, judged.reliability_replies),
@@ -416,11 +674,48 @@ def _examples() -> list[list[Any]]:
     return rows
 
 
-def build_demo() -> gr.Blocks:
-    """The inspector's Blocks (tests launch it headless; ``main`` serves it)."""
+def build_demo(defaults: Defaults | None = None) -> gr.Blocks:
+    """The inspector's Blocks (tests launch it headless; ``main`` serves it); ``defaults``
+    (else the environment's, ``Defaults.from_env``) say which model the page opens with."""
+    global _defaults
+    _defaults = defaults if defaults is not None else Defaults.from_env()
+    initial = _defaults.settings()
 
-    def on_generate(image, question, reference, model):
-        return show_trace(generate_trace(image, question, reference, model))
+    def on_generate(
+        image,
+        question,
+        reference,
+        model,
+        model_path,
+        coords,
+        judge,
+        preset,
+        endpoint,
+        api_key,
+        continue_final,
+    ):
+        return show_trace(
+            generate_trace(
+                image,
+                question,
+                reference,
+                model,
+                model_path,
+                coords,
+                judge,
+                preset,
+                endpoint,
+                api_key,
+                continue_final,
+            )
+        )
+
+    def on_model_typed(model_path, endpoint):
+        """Typing a model picks "your model" and the settings its name suggests."""
+        if not model_path.strip():
+            return gr.update(), gr.update(), gr.update(), gr.update()
+        suggested = _suggested(model_path.strip(), endpoint.strip())
+        return CUSTOM, suggested["coords"], suggested["judge"], suggested["preset"]
 
     def on_load(path, image_root):
         traces = read_trace_file(path, image_root)
@@ -431,10 +726,11 @@ def build_demo() -> gr.Blocks:
             *show_trace(traces[first]),
         )
 
-    def on_start():
-        """The page opens on the reference VLM's own trace for a zoom-needed ZoomVQA question."""
+    def on_start(*spec):
+        """The page opens on the default model's own trace (the reference VLM's unless the
+        Space was started with a model) for a zoom-needed ZoomVQA question."""
         image_path, question, reference = _examples()[0]
-        trace = generate_trace(Image.open(image_path), question, reference, REFERENCE)
+        trace = generate_trace(Image.open(image_path), question, reference, *spec)
         return [trace], gr.Dropdown(choices=_choices([trace]), value=0), *show_trace(trace)
 
     def on_select(traces, index):
@@ -453,11 +749,56 @@ def build_demo() -> gr.Blocks:
             "that only a crop shows): its tool use is learned, so what the interventions "
             "find is measured, not built in. The teaching option forces a tiny random "
             "model to a visible rule (zoom where the question points, name the colour of "
-            "the last image): faithful by construction."
+            "the last image): faithful by construction. Or inspect **your model**: a Hub "
+            "id, a local folder, or the served name behind an OpenAI-compatible endpoint."
         )
         trace_state = gr.State(None)
         traces_state = gr.State([])
-        model = gr.Radio(list(MODELS), value=REFERENCE, label="model under test (and judge)")
+        model = gr.Radio(list(MODELS), value=initial["model"], label="model under test (and judge)")
+        with gr.Accordion("your model", open=bool(_defaults.model)):
+            with gr.Row():
+                model_path = gr.Textbox(
+                    value=_defaults.model,
+                    label=MODEL_FIELD,
+                    placeholder="ChenShawn/DeepEyes-7B, Qwen/Qwen2.5-VL-7B-Instruct, "
+                    "/path/to/folder, or the served name with an endpoint",
+                    scale=3,
+                )
+                coords = gr.Dropdown(list(COORDS), value=initial["coords"], label=COORDS_FIELD)
+                judge = gr.Dropdown(
+                    list(JUDGE_CHOICES),
+                    value=initial["judge"],
+                    label="the model as its own judge",
+                )
+                preset = gr.Dropdown(
+                    list(PRESET_CHOICES),
+                    value=initial["preset"],
+                    label=PRESET_FIELD,
+                )
+            with gr.Accordion(
+                "OpenAI-compatible endpoint (vLLM serve, SGLang): optional",
+                open=bool(_defaults.endpoint),
+            ):
+                with gr.Row():
+                    endpoint = gr.Textbox(
+                        value=_defaults.endpoint,
+                        label=ENDPOINT_FIELD,
+                        placeholder="http://localhost:8000/v1",
+                    )
+                    api_key = gr.Textbox(value="", label="API key", type="password")
+                    continue_final = gr.Checkbox(
+                        value=_defaults.continue_final_message,
+                        label="the server continues a prefilled answer (vLLM, SGLang)",
+                    )
+        spec = [model, model_path, coords, judge, preset, endpoint, api_key, continue_final]
+        model_path.input(
+            on_model_typed,
+            [model_path, endpoint],
+            [model, coords, judge, preset],
+            api_name=False,
+            show_progress="hidden",
+        )
+        endpoint.input(lambda: CUSTOM, None, model, api_name=False, show_progress="hidden")
         with gr.Tabs():
             with gr.Tab("Image and question"):
                 with gr.Row():
@@ -511,30 +852,97 @@ def build_demo() -> gr.Blocks:
         views = [trace_state, annotated, steps]
         outcome = [answers, intervened, corrupted, verdict]
         generate_button.click(
-            on_generate, [image, question, reference, model], views, api_name="generate_trace"
-        ).success(intervene, [trace_state, model], outcome, api_name=False)
+            on_generate, [image, question, reference, *spec], views, api_name="generate_trace"
+        ).success(intervene, [trace_state, *spec], outcome, api_name=False)
         sample_button.click(
             lambda: on_load(str(SAMPLE_TRACES), ""),
             None,
             [traces_state, picker, *views],
             api_name="load_samples",
-        ).success(intervene, [trace_state, model], outcome, api_name=False)
+        ).success(intervene, [trace_state, *spec], outcome, api_name=False)
         # the page opens on the reference VLM's own trace of a ZoomVQA question
-        demo.load(on_start, None, [traces_state, picker, *views], api_name=False).success(
-            intervene, [trace_state, model], outcome, api_name=False
+        demo.load(on_start, spec, [traces_state, picker, *views], api_name=False).success(
+            intervene, [trace_state, *spec], outcome, api_name=False
         )
         load_button.click(
             on_load,
             [trace_file, image_root],
             [traces_state, picker, *views],
             api_name="load_traces",
-        ).success(intervene, [trace_state, model], outcome, api_name=False)
+        ).success(intervene, [trace_state, *spec], outcome, api_name=False)
         picker.input(on_select, [traces_state, picker], views, api_name="select_trace").success(
-            intervene, [trace_state, model], outcome, api_name=False
+            intervene, [trace_state, *spec], outcome, api_name=False
         )
-        intervene_button.click(intervene, [trace_state, model], outcome, api_name="intervene")
+        intervene_button.click(intervene, [trace_state, *spec], outcome, api_name="intervene")
     return demo
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the inspector; flags (else ``HF_FAITHFUL_INSPECTOR_*``) set the default model,
+    which is loaded (or its endpoint checked) before the page is served."""
+    parser = argparse.ArgumentParser(description="Serve the faithfulness inspector.")
+    try:
+        env = Defaults.from_env()
+    except ValueError as err:
+        parser.error(str(err))
+    parser.add_argument(
+        "--model",
+        default=env.model,
+        help=f"default model: Hub id, local folder or served name (${ENV_MODEL})",
+    )
+    parser.add_argument(
+        "--endpoint",
+        default=env.endpoint,
+        help=f"OpenAI-compatible base URL serving --model (${ENV_ENDPOINT}); its API key: "
+        f"${ENV_API_KEY} or $OPENAI_API_KEY",
+    )
+    parser.add_argument(
+        "--coords",
+        choices=[v for _, v in COORDS],
+        default=env.coords,
+        help=f"its box frame (${ENV_COORDS}; default: what its name suggests)",
+    )
+    parser.add_argument(
+        "--judge",
+        choices=list(JUDGES),
+        default=env.judge,
+        help=f"what it judges as its own judge (${ENV_JUDGE}; default: what its name suggests)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESET_CHOICES),
+        default=env.preset,
+        help=f"prompt preset (${ENV_PRESET}; default: 'deepeyes' for a DeepEyes name)",
+    )
+    parser.add_argument(
+        "--continue-final-message",
+        action="store_true",
+        default=env.continue_final_message,
+        help=f"the endpoint continues a prefilled answer: vLLM, SGLang (${ENV_CONTINUE}=1)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        defaults = Defaults(
+            model=args.model,
+            endpoint=args.endpoint,
+            coords=args.coords,
+            judge=args.judge,
+            preset=args.preset,
+            continue_final_message=args.continue_final_message,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    global _defaults
+    _defaults = defaults  # before the check: the owner's endpoint gets the owner's API key
+    if defaults.model:  # fail at launch, not on every visitor's first click
+        try:
+            get_backend(
+                CUSTOM, defaults.model, defaults.endpoint, "", defaults.continue_final_message
+            )
+        except gr.Error as err:
+            parser.exit(2, f"error: {err.message}\n")
+    build_demo(defaults).launch()
+
+
 if __name__ == "__main__":
-    build_demo().launch()
+    main()

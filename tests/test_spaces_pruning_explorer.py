@@ -110,3 +110,99 @@ def test_load_reports_bad_sources(served, tmp_path):
         client.predict(str(REFERENCE_MODEL_DIR), api_name="/load")
     with pytest.raises(AppError, match="Enter a pruned model"):
         client.predict("  ", api_name="/load")
+
+
+def _image(plot_value):
+    """The picture of a gr.Plot output as the client receives it (a data URL; gradio
+    sends matplotlib figures as WebP)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    found = re.search(r"data:image/\w+;base64,([A-Za-z0-9+/=]+)", str(plot_value))
+    assert found, f"no image in {str(plot_value)[:200]}"
+    image = Image.open(io.BytesIO(base64.b64decode(found.group(1))))
+    image.load()
+    return image
+
+
+def _labels(ax) -> list[str]:
+    return [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+
+
+def test_trade_off_curves_of_a_live_prune(served, reference_model):
+    app, client = served
+    dense, tokenizer = reference_model
+    client.predict(0.4, 5, "both", api_name="/prune")
+    result = app._results["live:0.40:5:both"]
+
+    # the learning curve: the loss of every step, held-out perplexity at step 0 (the
+    # Wanda-sp init) and every step after (eval_steps = steps // 5), dense drawn flat
+    assert [h["step"] for h in result.history if "loss" in h] == [1, 2, 3, 4, 5]
+    evals = [h for h in result.history if "eval_perplexity" in h]
+    assert [h["step"] for h in evals] == [0, 1, 2, 3, 4, 5]
+    # the last in-loop evaluation (hard masks) is the compressed model on the same chunks
+    final = perplexity(result.pruned, tokenizer, max_chunks=app.DEFAULT_CHUNKS, progress=False)
+    assert evals[-1]["eval_perplexity"] == pytest.approx(final, rel=1e-4)
+    assert _image(client.predict(api_name="/learning_curve")).width > 500
+    loss_ax, ppl_ax = app.learning_curve("live:0.40:5:both").axes
+    assert _labels(loss_ax) == ["loss (mean over sampled masks)", "baseline (moving average)"]
+    dense_ppl = perplexity(dense, tokenizer, max_chunks=app.DEFAULT_CHUNKS, progress=False)
+    assert _labels(ppl_ax) == [
+        "held-out perplexity (hard masks)",
+        f"dense, WikiText-2 test {app.DEFAULT_CHUNKS} x 128 ({dense_ppl:.1f})",
+    ]
+
+    # perplexity against sparsity: one-shot prunes of the dense model, this model starred
+    assert _image(client.predict(2, api_name="/tradeoff")).width > 500
+    curve = app._tradeoffs[("bundled reference model", "both", 2)]
+    expected = {"dense"} | {
+        f"global/{s}/{m}" for s in app.TRADEOFF_SPARSITIES for m in app.TRADEOFF_METHODS
+    }
+    assert set(curve) == expected
+    assert curve["dense"]["ppl"] == pytest.approx(
+        perplexity(dense, tokenizer, max_chunks=2, progress=False)
+    )
+    # an entry is the named one-shot method, measured on the same chunks
+    pruner = PolicyGradientPruner(
+        dense,
+        tokenizer,
+        PruningConfig.for_method(
+            "wanda-sp-global", sparsity=0.5, compensate=True, init_num_samples=16
+        ),
+    )
+    pruner.initialize(pruner.prepare_data(calibration_text()), progress=False)
+    assert curve["global/0.5/wanda_sp+comp"]["ppl"] == pytest.approx(
+        perplexity(pruner.compress(), tokenizer, max_chunks=2, progress=False), rel=1e-5
+    )
+    ppl = [curve[f"global/{s}/magnitude"]["ppl"] for s in app.TRADEOFF_SPARSITIES]
+    assert ppl[-1] > ppl[0] > curve["dense"]["ppl"]  # more pruned, worse
+    (ax,) = app.tradeoff("live:0.40:5:both", 2).axes
+    assert _labels(ax) == [
+        "magnitude",
+        "Wanda-sp +comp",
+        "this model",
+        f"dense ({curve['dense']['ppl']:.1f})",
+        "1.5 x dense",
+    ]
+    star = next(line for line in ax.get_lines() if line.get_label() == "this model")
+    assert list(star.get_xdata()) == [40.0]
+    assert list(star.get_ydata()) == [result.perplexity[2]]
+
+
+def test_trade_off_curves_of_a_one_shot_load(served, reference_model, tmp_path):
+    """A loaded one-shot prune has no learning curve to show; it says so."""
+    app, client = served
+    dense, tokenizer = reference_model
+    pruner = PolicyGradientPruner(
+        dense, tokenizer, PruningConfig(sparsity=0.2, max_steps=0, init_num_samples=8)
+    )
+    pruner.fit(calibration_text(), progress=False)
+    folder = tmp_path / "one-shot"
+    pruner.save_pretrained(folder)
+    client.predict(str(folder), api_name="/load")
+    assert _image(client.predict(api_name="/learning_curve")).width > 500
+    fig = app.learning_curve(f"load:{folder}")
+    assert len(fig.axes) == 1
+    assert "no policy-gradient steps" in " ".join(fig.get_suptitle().split())

@@ -3,7 +3,10 @@
 Prune the bundled reference Llama live (sparsity slider, progress bar) or load a pruned
 model folder / Hub id, then compare it with the dense model: kept attention heads and MLP
 channels per layer, parameter counts, WikiText-2 perplexity and greedy generations for
-the same prompt. Everything runs offline on CPU; ``python spaces/pruning_explorer/app.py``.
+the same prompt. The trade-off curves show the prune's policy-gradient learning curve and
+perplexity against sparsity for quick one-shot prunes of the same dense model (drawn by
+``hf_faithful.evaluation.plots``, as the benchmarks' figures). Everything runs offline on
+CPU; ``python spaces/pruning_explorer/app.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from hf_faithful.corpora import calibration_text  # noqa: E402
-from hf_faithful.evaluation.perplexity import perplexity  # noqa: E402
+from hf_faithful.corpora import calibration_text, wikitext2_test  # noqa: E402
+from hf_faithful.evaluation.perplexity import perplexity, tokenize_text  # noqa: E402
+from hf_faithful.evaluation.plots import (  # noqa: E402
+    learning_curve_figure,
+    method_label,
+    perplexity_vs_sparsity_figure,
+)
 from hf_faithful.models import REFERENCE_MODEL_DIR, load_causal_lm, load_reference_model  # noqa: E402
 from hf_faithful.pruning import PolicyGradientPruner, PrunedLlamaConfig, PruningConfig  # noqa: E402
 from hf_faithful.pruning.state import load_prune_state  # noqa: E402
@@ -34,6 +42,13 @@ DEFAULT_PROMPT = "The history of the city"
 DEFAULT_CHUNKS = 4
 REPETITION_PENALTY = 1.2
 _CACHE_SIZE = 4  # pruned models kept in memory (live prunes and loaded folders)
+# the trade-off curve: one-shot prunes of the dense model (global budget) at these sparsities
+TRADEOFF_SPARSITIES = (0.1, 0.2, 0.3, 0.5, 0.7)
+TRADEOFF_METHODS = {  # benchmark method key -> hf-faithful prune --method, overrides
+    "wanda_sp+comp": ("wanda-sp-global", {"compensate": True}),
+    "magnitude": ("magnitude", {}),
+}
+TRADEOFF_CALIBRATION = 16  # calibration sequences for Wanda-sp's statistics and the biases
 
 
 @dataclass
@@ -50,10 +65,14 @@ class Result:
     channel_scores: list[torch.Tensor] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     perplexity: dict[int, float] = field(default_factory=dict)
+    # the history's eval_perplexity is on the first this-many WikiText-2 test chunks
+    eval_chunks: int | None = None
 
 
 _results: OrderedDict[str, Result] = OrderedDict()
 _dense_ppl: dict[tuple[str, int], float] = {}
+_tradeoffs: dict[tuple[str, str, int], dict[str, Any]] = {}  # quality-results dicts
+_test_ids: dict[int, tuple[Any, torch.Tensor]] = {}  # id(tokenizer) -> (tokenizer, ids)
 _lock = threading.Lock()  # one model job at a time: the CPU is the bottleneck anyway
 
 
@@ -80,6 +99,20 @@ def _num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _wikitext_ids(tokenizer) -> torch.Tensor:
+    """WikiText-2 test tokenized once per tokenizer."""
+    if id(tokenizer) not in _test_ids:
+        _test_ids[id(tokenizer)] = (tokenizer, tokenize_text(tokenizer, wikitext2_test()))
+    return _test_ids[id(tokenizer)][1]
+
+
+def _ppl(model, tokenizer, max_chunks: int) -> float:
+    """WikiText-2 test perplexity on the first ``max_chunks`` 128-token chunks."""
+    return perplexity(
+        model, input_ids=_wikitext_ids(tokenizer), max_chunks=max_chunks, progress=False
+    )
+
+
 # ------------------------------------------------------------------ making results
 def prune_reference(
     sparsity: float, steps: int, target: str, progress: gr.Progress | None = None
@@ -98,10 +131,16 @@ def prune_reference(
             batch_size=4,
             init_num_samples=16,
             logging_steps=1,
+            eval_steps=max(1, int(steps) // 5),  # ~5 points of the learning curve
             extra={"base_model": "hf-faithful reference model"},
         )
         pruner = PolicyGradientPruner(dense, tokenizer, config)
-        pruner.fit(calibration_text(), progress=progress is not None)
+        # held out: the first WikiText-2 test chunks (the perplexity table's default)
+        eval_ids = _wikitext_ids(tokenizer)[: DEFAULT_CHUNKS * config.seq_len]
+        calibration = pruner.prepare_data(calibration_text())
+        pruner.initialize(calibration, progress=False)
+        start = {"step": 0, "eval_perplexity": pruner.evaluate(eval_ids)}
+        pruner.fit(calibration, eval_data=eval_ids, progress=progress is not None)
         pruned = pruner.compress().eval()
     label = (
         f"reference model pruned live: sparsity {sparsity:.2f}, {int(steps)} policy-gradient "
@@ -118,7 +157,8 @@ def prune_reference(
             dense_label="bundled reference model",
             head_scores=list(pruner.scores_heads.split(pruner.head_sizes)),
             channel_scores=list(pruner.scores_channels.split(pruner.channel_sizes)),
-            history=list(pruner.history),
+            history=[start, *pruner.history],
+            eval_chunks=DEFAULT_CHUNKS,
         ),
     )
     return key
@@ -280,21 +320,109 @@ def measure_perplexity(key: str, max_chunks: int) -> list[list[Any]]:
     n = int(max_chunks)
     with _lock:
         if n not in result.perplexity:
-            result.perplexity[n] = perplexity(
-                result.pruned, result.tokenizer, max_chunks=n, progress=False
-            )
+            result.perplexity[n] = _ppl(result.pruned, result.tokenizer, n)
         dense = None
         if result.dense is not None:
             dense_key = (result.dense_label, n)
             if dense_key not in _dense_ppl:
-                _dense_ppl[dense_key] = perplexity(
-                    result.dense, result.dense_tokenizer, max_chunks=n, progress=False
-                )
+                _dense_ppl[dense_key] = _ppl(result.dense, result.dense_tokenizer, n)
             dense = _dense_ppl[dense_key]
     pruned = result.perplexity[n]
     fmt = lambda v: "n/a" if v is None or not math.isfinite(v) else f"{v:.2f}"  # noqa: E731
     change = f"{pruned / dense - 1:+.1%}" if dense else "n/a"
     return [[f"WikiText-2 test, {n} x 128 tokens", fmt(dense), fmt(pruned), change]]
+
+
+# ---------------------------------------------------------------- trade-off curves
+def learning_curve(key: str):
+    """The prune's policy-gradient learning curve: loss and baseline per logged step, and
+    held-out perplexity (hard masks) where the history has it, next to the dense model's."""
+    result = _get(key)
+    evals = [h["eval_perplexity"] for h in result.history if "eval_perplexity" in h]
+    lines: dict[str, float] = {}
+    n = result.eval_chunks
+    if evals and n and result.dense is not None:  # the dense model on the same chunks
+        dense_key = (result.dense_label, n)
+        with _lock:
+            if dense_key not in _dense_ppl:
+                _dense_ppl[dense_key] = _ppl(result.dense, result.dense_tokenizer, n)
+        lines[f"dense, WikiText-2 test {n} x 128"] = _dense_ppl[dense_key]
+    logged = sum("loss" in h for h in result.history)
+    title = (
+        f"{result.label}: {logged} logged steps"
+        if logged
+        else f"{result.label}: no policy-gradient steps recorded (one-shot, or no saved history)"
+    )
+    return learning_curve_figure(result.history, title=title, reference_lines=lines)
+
+
+def _model_sparsity(result: Result) -> tuple[float | None, str]:
+    """The pruned model's sparsity and target, from its provenance."""
+    info = getattr(result.pruned.config, "pruning", None) or {}
+    sparsity = info.get("sparsity")
+    return (float(sparsity) if sparsity is not None else None), str(info.get("target", "both"))
+
+
+def tradeoff_results(result: Result, max_chunks: int) -> dict[str, Any]:
+    """Perplexity of the dense model and of quick one-shot prunes of it (global budget,
+    the pruned model's target) at ``TRADEOFF_SPARSITIES``, as a quality-results dict
+    (``{"dense": {"ppl"}, "global/<sparsity>/<method>": {"ppl"}}``, the benchmarks'
+    shape); cached per dense model, target and number of chunks."""
+    if result.dense is None:
+        raise gr.Error(f"No dense model to prune for the curve ({result.dense_label}).")
+    _, target = _model_sparsity(result)
+    n = int(max_chunks)
+    cache_key = (result.dense_label, target, n)
+    if cache_key in _tradeoffs:
+        return _tradeoffs[cache_key]
+    dense, tokenizer = result.dense, result.dense_tokenizer
+    with _lock:
+        dense_key = (result.dense_label, n)
+        if dense_key not in _dense_ppl:
+            _dense_ppl[dense_key] = _ppl(dense, tokenizer, n)
+        out: dict[str, Any] = {"dense": {"ppl": _dense_ppl[dense_key]}}
+        seq_len = PruningConfig().seq_len
+        calibration = PolicyGradientPruner(
+            dense, tokenizer, PruningConfig(seq_len=seq_len)
+        ).prepare_data(calibration_text())
+        for sparsity in TRADEOFF_SPARSITIES:
+            for name, (method, overrides) in TRADEOFF_METHODS.items():
+                config = PruningConfig.for_method(
+                    method,
+                    sparsity=sparsity,
+                    target=target,
+                    budget="global",
+                    seq_len=seq_len,
+                    init_num_samples=TRADEOFF_CALIBRATION,
+                    **overrides,
+                )
+                pruner = PolicyGradientPruner(dense, tokenizer, config)
+                pruner.initialize(calibration, progress=False)
+                out[f"global/{sparsity}/{name}"] = {"ppl": _ppl(pruner.compress(), tokenizer, n)}
+    _tradeoffs[cache_key] = out
+    return out
+
+
+def tradeoff(key: str, max_chunks: int):
+    """Perplexity against sparsity for the model's dense base: one-shot Wanda-sp (global,
+    bias compensation) and magnitude prunes, with the pruned model itself starred."""
+    result = _get(key)
+    n = int(max_chunks)
+    results = tradeoff_results(result, n)
+    with _lock:
+        if n not in result.perplexity:
+            result.perplexity[n] = _ppl(result.pruned, result.tokenizer, n)
+    sparsity, target = _model_sparsity(result)
+    points = []
+    if sparsity is not None:
+        points.append({"label": "this model", "sparsity": sparsity, "ppl": result.perplexity[n]})
+    methods = ", ".join(method_label(m) for m in TRADEOFF_METHODS)
+    title = (
+        f"{result.dense_label}: WikiText-2 test perplexity ({n} x 128 tokens) of one-shot "
+        f"prunes ({methods}; global budget, target {target}, {TRADEOFF_CALIBRATION} "
+        "calibration sequences) and of this model"
+    )
+    return perplexity_vs_sparsity_figure(results, title=title, points=points, budgets=["global"])
 
 
 @torch.no_grad()
@@ -383,6 +511,21 @@ def build_demo() -> gr.Blocks:
             dense_text = gr.Textbox(label="dense model", lines=4)
             pruned_text = gr.Textbox(label="pruned model", lines=4)
 
+        with gr.Accordion("Trade-off curves", open=False):
+            gr.Markdown(
+                "**Learning curve** of the prune shown above: the policy-gradient loss (mean "
+                "over the sampled masks) and its baseline per step, and held-out perplexity "
+                f"of the hard masks (live prunes: first {DEFAULT_CHUNKS} WikiText-2 test "
+                "chunks; loaded models: what their prune recorded). **Perplexity against "
+                "sparsity**: quick one-shot prunes of the same dense model (Wanda-sp with "
+                "bias compensation, and magnitude; global budget) at "
+                + ", ".join(f"{s:.0%}" for s in TRADEOFF_SPARSITIES)
+                + " on the chosen number of perplexity chunks, this model starred."
+            )
+            curve_plot = gr.Plot(label="policy-gradient learning curve")
+            curve_button = gr.Button("Redraw learning curve", size="sm")
+            tradeoff_button = gr.Button("Draw perplexity against sparsity")
+            tradeoff_plot = gr.Plot(label="perplexity against sparsity")
         views = [key, plot, summary, table]
         for event in (
             prune_button.click(
@@ -391,13 +534,19 @@ def build_demo() -> gr.Blocks:
             load_button.click(on_load, [source], views, api_name="load"),
             demo.load(on_prune, [sparsity, steps, target], views, api_name=False),
         ):
-            event.success(measure_perplexity, [key, chunks], ppl_table, api_name=False).success(
+            event.success(learning_curve, [key], curve_plot, api_name=False).success(
+                measure_perplexity, [key, chunks], ppl_table, api_name=False
+            ).success(
                 generate, [key, prompt, new_tokens], [dense_text, pruned_text], api_name=False
             )
         ppl_button.click(measure_perplexity, [key, chunks], ppl_table, api_name="perplexity")
         generate_button.click(
             generate, [key, prompt, new_tokens], [dense_text, pruned_text], api_name="generate"
         )
+        tradeoff_button.click(
+            tradeoff, [key, chunks], tradeoff_plot, api_name="tradeoff", concurrency_limit=1
+        )
+        curve_button.click(learning_curve, [key], curve_plot, api_name="learning_curve")
         gr.Markdown(
             f"Reference model: `{REFERENCE_MODEL_DIR.name}` (bundled). Generations are greedy "
             f"with `no_repeat_ngram_size=3`, `repetition_penalty={REPETITION_PENALTY}`; perplexity follows the paper's protocol "

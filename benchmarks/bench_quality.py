@@ -473,7 +473,9 @@ def within_table(results: dict, methods: list[str], args: dict, factor: float = 
     dense = results["dense"]["ppl"]
     rows = []
     for method in methods:
-        row = [method.removesuffix(COMP) + (" +comp" if method.endswith(COMP) else "")]
+        short = {"wanda_sp": "Wanda-sp", "flap": "FLAP", "pg": "PG"}
+        base = method.removesuffix(COMP)
+        row = [short.get(base, base) + (" +comp" if method.endswith(COMP) else "")]
         for budget in args["budgets"]:
             points = [
                 (s, results[f"{budget}/{s}/{method}"]["ppl"])
@@ -518,13 +520,15 @@ def quality_report(results: dict, meta: dict) -> str:
             row = [label(method, budget)]
             for s in args["sparsities"]:
                 row += list(_cell(results.get(f"{budget}/{s}/{method}"), method.startswith("pg")))
-            rows.append(row)
+            if any(cell != "-" for cell in row[1:]):  # rows left out by --skip
+                rows.append(row)
         for method in [m for m in methods if m.startswith("pg")]:
             row = [f"{label(method, budget)}: its own init (median)"]
             for s in args["sparsities"]:
                 r = results.get(f"{budget}/{s}/{method}")
                 row += [f"{r['init_ppl']:.1f}" if r else "-", ""]
-            rows.append(row)
+            if any(cell not in ("-", "") for cell in row[1:]):
+                rows.append(row)
         lines += ["", f"**{budget} budget**", "", common.markdown_table(header, rows)]
         params = []
         for s in args["sparsities"]:

@@ -11,8 +11,13 @@ per-token multiply-adds) and of all parameters.
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_speed.py [--model reference]
     python benchmarks/bench_speed.py --device cuda --model random:1b --dtype bfloat16
 
-Writes benchmarks/results/speed[-<device>].json and the "## Pruned model speed"
-section of benchmarks/RESULTS.md (the "## GPU: pruned model speed" section on CUDA).
+``--sparsities 0.1 0.2 0.3 0.5 0.7`` times more pruned models (one ``"<percent>% pruned"``
+entry each).
+
+Writes benchmarks/results/speed[-<device>][-<model>].json, the "## Pruned model speed"
+section of benchmarks/RESULTS.md (the "## GPU: pruned model speed" section on CUDA), and
+redraws docs/images/latency_vs_sparsity[-cuda].png from every speed results file of the
+device (``benchmarks/plots.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import plots  # noqa: E402
 
+from hf_faithful.evaluation.plots import save_figure  # noqa: E402
 from hf_faithful.pruning import PolicyGradientPruner, PruningConfig  # noqa: E402
 
 
@@ -130,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     common.add_common_args(p)
-    p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5])
+    p.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.5],
+                   help="pruned models to time, e.g. 0.1 0.2 0.3 0.5 0.7")  # fmt: skip
     p.add_argument("--budget", default="global", choices=["global", "layer"])
     p.add_argument(
         "--shapes", type=int, nargs=2, action="append", default=None,
@@ -140,6 +148,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--image", type=Path, default=None,
+                   help="PNG of this run's latency against sparsity (by default, when "
+                        "writing, docs/images/latency_vs_sparsity[-cuda].png is redrawn from "
+                        "every speed results file of the device)")  # fmt: skip
     args = p.parse_args(argv)
     args.shapes = args.shapes or [[1, 128], [8, 128]]
     if args.quick:
@@ -188,7 +200,14 @@ def main(argv: list[str] | None = None) -> dict:
             heading = (
                 "## Pruned model speed" if args.device == "cpu" else "## GPU: pruned model speed"
             )
+            device = "cuda" if args.device.startswith("cuda") else "cpu"
+            drawn = plots.draw_latency(common.RESULTS_DIR, plots.IMAGES_DIR, device)
+            print(f"wrote {drawn}")
+            text += f"\n\n![Latency against sparsity](../docs/images/{drawn.name})"
             common.update_section(heading + (f" ({args.model})" if tag else ""), text)
+    if args.image is not None:
+        device = "cuda" if args.device.startswith("cuda") else "cpu"
+        save_figure(plots.latency_figure({args.model: results}, device), args.image)
     return results
 
 

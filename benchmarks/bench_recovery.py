@@ -168,8 +168,11 @@ def report(rows: list[dict], meta: dict) -> str:
         f"{settings.get('alpha')}, lr {settings.get('learning_rate')}, {settings.get('steps')} "
         f"steps of {settings.get('tokens_per_step')} tokens on the bundled calibration text "
         "(last 30% of WikiText-2 valid), merged into the weights. Perplexity: WikiText-2 test, "
-        f"128-token protocol, {meta['ppl_chunks']}; accuracy in percent "
-        f"({meta['task_limit']}).\n\n" + common.markdown_table(header, body)
+        f"128-token protocol, {meta['ppl_chunks']}; accuracy in percent, acc_norm where the "
+        f"task has it ({meta['task_limit']}). Peak memory: resident (CPU) or allocated (CUDA) "
+        "high-water mark above what was held before the call; the pruning starts with the "
+        "dense model already loaded, the recover call loads the pruned folder itself.\n\n"
+        + common.markdown_table(header, body)
     )
 
 

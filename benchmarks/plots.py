@@ -65,10 +65,17 @@ def recovery_input(results_dir: Path, suffix: str) -> tuple[list[dict], str] | N
         return None
     data = _load(path)
     meta = data.get("meta", {})
-    label = meta.get("prune", "pruned")
-    if meta.get("ppl_chunks"):
-        label += f"; ppl on {meta['ppl_chunks']}"
-    return data["results"], label
+    return data["results"], short_method(meta.get("prune", "pruned"))
+
+
+def short_method(description: str) -> str:
+    """A legend-sized name for a ``describe_method`` line ("PG +comp", "FLAP +comp")."""
+    comp = " +comp" if "bias compensation" in description else ""
+    for prefix, name in (("policy_gradient", "PG"), ("one-shot FLAP", "FLAP"),
+                         ("one-shot Wanda-sp", "Wanda-sp")):  # fmt: skip
+        if description.startswith(prefix):
+            return name + comp
+    return description
 
 
 def quality_title(subject: str, results: dict, meta: dict, partial: bool) -> str:

@@ -101,7 +101,7 @@ def test_quality_figure_contents(tmp_path):
     fig = plots.perplexity_vs_sparsity_figure(results, recovery=rows, recovery_label=label)
     glob, layer = fig.axes
     labels = [ln.get_label() for ln in glob.get_lines() if not ln.get_label().startswith("_")]
-    assert "one-shot Wanda-sp, after LoRA recovery" in labels
+    assert "Wanda-sp, after LoRA recovery" in labels
     assert "PG +comp" in labels and "Wanda-sp" not in labels
     assert plots.quality_input(tmp_path, "-smollm2") is None
 

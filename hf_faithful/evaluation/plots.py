@@ -170,7 +170,7 @@ def perplexity_vs_sparsity_figure(
     if not parsed:
         parsed = {"global": {}}
     dense = (results.get("dense") or {}).get("ppl")
-    fig, axes = _figure(len(parsed), 5.6 * len(parsed) + 0.6, 4.2)
+    fig, axes = _figure(len(parsed), 5.6 * len(parsed) + 0.6, 5.4)
     extra_colors: dict[str, str] = {}
     for ax, (budget, methods) in zip(axes, parsed.items()):
         for method in sorted(methods, key=_method_order):
@@ -214,10 +214,25 @@ def perplexity_vs_sparsity_figure(
         ax.set_ylabel("perplexity")
         ax.set_title(f"{budget} budget")
         ax.grid(True, which="both", alpha=0.25)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
+    _shared_legend(fig, axes)
     _suptitle(fig, title)
     return fig
+
+
+def _shared_legend(fig, axes) -> None:
+    """One legend for all panels, below them, so no line is hidden behind it."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncol=min(4, len(handles)),
+            fontsize=7,
+        )
 
 
 def budgets_first(parsed: Mapping[str, Any]) -> str:

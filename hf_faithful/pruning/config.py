@@ -351,7 +351,10 @@ def describe_method(config: PruningConfig) -> str:
     comp = ", bias compensation" if config.compensate else ""
     if config.max_steps:
         opt = f"{config.optimizer} lr {config.learning_rate:g}"
-        return f"policy_gradient (init={config.init}, {config.budget} budget, {opt}{comp})"
+        init = config.init
+        if config.init_transform == "sigmap" and config.init_scale != 1.0:
+            init += f" x{config.init_scale:g}"
+        return f"policy_gradient (init={init}, {config.budget} budget, {opt}{comp})"
     budget = "per-layer budget" if config.budget == "layer" else "global budget"
     if config.init == "flap":
         budget = "cost-aware global allocation" if config.allocation == "cost" else budget

@@ -417,13 +417,15 @@ def _cell(r: dict | None, pg: bool) -> tuple[str, str]:
     if r is None:
         return "-", "-"
     ppl = f"{r['ppl']:.1f}"
-    if pg:
+    if pg and len(r.get("seeds", ())) == 1:
+        ppl = f"{r['ppl']:.1f} (1 seed)"
+    elif pg:
         ppl = f"{r['ppl']:.1f} ({r['ppl_min']:.1f}-{r['ppl_max']:.1f})"
     acc = r.get("cloze")
     if not acc:
         return ppl, "-"
     a = f"{acc['acc'] * 100:.1f}"
-    if pg and r.get("cloze_min") is not None:
+    if pg and r.get("cloze_min") is not None and len(r.get("seeds", ())) > 1:
         a += f" ({r['cloze_min'] * 100:.1f}-{r['cloze_max'] * 100:.1f})"
     return ppl, a
 

@@ -38,20 +38,6 @@ from hf_faithful.pruning import PolicyGradientPruner, PruningConfig  # noqa: E40
 HEADING = "## PG learning curve"
 
 
-def split_calibration(pruner: PolicyGradientPruner, args) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(calibration chunks, dev chunks)``: the last ``--dev-chunks`` chunks of the
-    calibration text held out, a seeded sample of ``--calib-chunks`` of the rest (the
-    split of ``bench_quality.py``)."""
-    all_chunks = pruner.prepare_data(calibration_text())
-    if not 0 < args.dev_chunks < all_chunks.shape[0]:
-        raise ValueError(
-            f"--dev-chunks must be in (0, {all_chunks.shape[0]}), got {args.dev_chunks}"
-        )
-    dev, rest = all_chunks[-args.dev_chunks :], all_chunks[: -args.dev_chunks]
-    order = torch.randperm(rest.shape[0], generator=torch.Generator().manual_seed(0))
-    return rest[order[: args.calib_chunks or rest.shape[0]]], dev
-
-
 def report(data: dict, image: str | None) -> str:
     meta, args = data["meta"], data["meta"]["args"]
     evals = [(0, data["init"]["dev_ppl"], None)] + [
@@ -129,7 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
     if tokenizer is None:
         raise ValueError(f"--model {args.model}: the learning curve needs a tokenizer")
     probe = PolicyGradientPruner(model, tokenizer, PruningConfig(seq_len=args.seq_len))
-    chunks, dev = split_calibration(probe, args)
+    chunks, dev, _ = common.split_calibration(
+        probe.prepare_data(calibration_text()), args.dev_chunks, args.calib_chunks
+    )
     config = PruningConfig.for_method(
         "pg",
         sparsity=args.sparsity,

@@ -717,14 +717,9 @@ def main(argv: list[str] | None = None) -> dict:
     # one tokenization, one chunking; the dev split is held out of calibration, and every
     # method sees exactly the same calibration chunks
     probe = PolicyGradientPruner(model, tokenizer, PruningConfig(seq_len=args.seq_len))
-    all_chunks = probe.prepare_data(calibration_text())
-    if not 0 < args.dev_chunks < all_chunks.shape[0]:
-        raise ValueError(
-            f"--dev-chunks must be in (0, {all_chunks.shape[0]}), got {args.dev_chunks}"
-        )
-    dev_chunks, all_chunks = all_chunks[-args.dev_chunks :], all_chunks[: -args.dev_chunks]
-    order = torch.randperm(all_chunks.shape[0], generator=torch.Generator().manual_seed(0))
-    chunks = all_chunks[order[: args.calib_chunks or all_chunks.shape[0]]]
+    chunks, dev_chunks, all_chunks = common.split_calibration(
+        probe.prepare_data(calibration_text()), args.dev_chunks, args.calib_chunks
+    )
     pg_chunks = chunks if args.pg_data == "same" else all_chunks
     args.init_samples = chunks.shape[0]  # the statistics use every chosen chunk
     evaluate = Evaluator(tokenizer, args, dev_chunks)

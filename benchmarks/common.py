@@ -142,6 +142,20 @@ def random_model(preset: str, *, dtype: torch.dtype = torch.float32, device: str
     return model.eval(), tokenizer
 
 
+def split_calibration(
+    chunks: torch.Tensor, dev_chunks: int, calib_chunks: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(calibration, dev, rest)`` of the calibration text's chunks: the last
+    ``dev_chunks`` held out as the dev split, ``rest`` the others, and a seeded sample of
+    ``calib_chunks`` of them (0: all) that every method sees. Shared by the benchmarks so
+    that they all hold out and calibrate on the same chunks."""
+    if not 0 < dev_chunks < chunks.shape[0]:
+        raise ValueError(f"--dev-chunks must be in (0, {chunks.shape[0]}), got {dev_chunks}")
+    dev, rest = chunks[-dev_chunks:], chunks[:-dev_chunks]
+    order = torch.randperm(rest.shape[0], generator=torch.Generator().manual_seed(0))
+    return rest[order[: calib_chunks or rest.shape[0]]], dev, rest
+
+
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -48,6 +48,15 @@ from hf_faithful.pruning.recover import RecoveryConfig, recover  # noqa: E402
 HEADING = "## Recovery fine-tuning"
 
 
+def measured(fn, device: str) -> tuple[float, float, float]:
+    """``(wall s, process CPU s, peak MiB)`` of ``fn()``; the peak is the high-water mark
+    above what was held before the call (CUDA: allocated since a reset)."""
+    before = 0.0 if device.startswith("cuda") else common.current_mb(device)
+    common.reset_peak(device)
+    wall, cpu = common.timed(fn, device)
+    return wall, cpu, common.peak_mb(device) - before
+
+
 def prune(model, tokenizer, sparsity: float, args, folder: Path) -> dict[str, Any]:
     """Prune ``model`` (left untouched) to ``sparsity`` with ``--method`` and save the
     folder; the pruning's time and peak memory are measured as the recovery's are."""
@@ -64,10 +73,7 @@ def prune(model, tokenizer, sparsity: float, args, folder: Path) -> dict[str, An
         overrides["compensate"] = args.compensate == "on"
     config = PruningConfig.for_method(args.method, **overrides)
     pruner = PolicyGradientPruner(model, tokenizer, config)
-    before_mb = common.current_mb(args.device)
-    common.reset_peak(args.device)
-    wall, cpu = common.timed(lambda: pruner.fit(calibration_text(), progress=False), args.device)
-    peak = common.peak_mb(args.device) - (0 if args.device.startswith("cuda") else before_mb)
+    wall, cpu, peak = measured(lambda: pruner.fit(calibration_text(), progress=False), args.device)
     pruned = pruner.save_pretrained(folder)
     return {
         "prune_wall_s": wall,
@@ -109,14 +115,11 @@ def recovery_run(folder: Path, out: Path, args) -> dict[str, Any]:
         save_adapter=False,
         **overrides,
     )
-    before_mb = common.current_mb(args.device)
-    common.reset_peak(args.device)
     holder: dict[str, Any] = {}
-    wall, cpu = common.timed(
+    wall, cpu, peak = measured(
         lambda: holder.update(result=recover(folder, config, progress=not args.quiet)),
         args.device,
     )
-    peak = common.peak_mb(args.device) - (0 if args.device.startswith("cuda") else before_mb)
     result = holder["result"]
     return {
         "result": result,
